@@ -1,0 +1,21 @@
+"""The embedded engine: the Resonate server's semantics as a deterministic state machine.
+
+``Engine.memory()`` keeps state in process memory; ``Engine.sqlite(path)`` in a SQLite file
+that survives restarts. The engine is synchronous (see ``Engine``): it performs no I/O but
+through its storage and reads no clock; ``now`` is always passed in, in Unix milliseconds.
+"""
+
+from resonate_async.engine._engine import DEFAULT_RETRY_TIMEOUT, Engine
+from resonate_async.engine._memory import MemoryStorage
+from resonate_async.engine._storage import Storage, TaskRow
+
+__all__ = ["DEFAULT_RETRY_TIMEOUT", "Engine", "MemoryStorage", "SqliteStorage", "Storage",
+           "TaskRow"]
+
+
+def __getattr__(name: str) -> object:
+    if name == "SqliteStorage":
+        from resonate_async.engine._sqlite import SqliteStorage
+
+        return SqliteStorage
+    raise AttributeError(name)

@@ -1,0 +1,254 @@
+"""In-memory storage: dicts for records, heaps for deadlines, a sorted id list for search."""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from contextlib import AbstractContextManager, nullcontext
+
+from resonate_async.engine._storage import TaskRow, tags_match
+from resonate_async.protocol import TAG_BRANCH, Message, Promise, PromiseState, Schedule, TaskState
+
+
+class MemoryStorage:
+    """Everything in process memory; gone when the process ends.
+
+    Deadlines live in heaps with lazy deletion: an entry counts only while it matches the
+    current ``(time, sequence)`` of its record, so re-arming never scans.
+    """
+
+    def __init__(self) -> None:
+        self._promises: dict[str, Promise] = {}
+        self._promise_ids: list[str] = []
+        self._branches: dict[str, dict[str, None]] = {}
+        self._armed: dict[str, int] = {}
+        self._promise_heap: list[tuple[int, str]] = []
+        self._tasks: dict[str, TaskRow] = {}
+        self._task_ids: list[str] = []
+        self._task_timer: dict[str, tuple[int, int]] = {}
+        self._task_heap: list[tuple[int, str, int]] = []
+        self._seq = 0
+        self._callbacks: dict[str, set[str]] = {}
+        self._awaiting: dict[str, set[str]] = {}
+        self._listeners: dict[str, dict[str, None]] = {}
+        self._schedules: dict[str, Schedule] = {}
+        self._schedule_ids: list[str] = []
+        self._schedule_heap: list[tuple[int, str]] = []
+        self._outbox: dict[tuple[str, ...], tuple[str, Message]] = {}
+
+    def transaction(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def close(self) -> None:
+        pass
+
+    # promises -----------------------------------------------------------------------------
+    def get_promise(self, promise_id: str) -> Promise | None:
+        return self._promises.get(promise_id)
+
+    def insert_promise(self, promise: Promise, *, armed: bool) -> None:
+        pid = promise.id
+        self._promises[pid] = promise
+        bisect.insort(self._promise_ids, pid)
+        branch = promise.tags.get(TAG_BRANCH)
+        if branch is not None:
+            self._branches.setdefault(branch, {})[pid] = None
+        if armed and promise.state == "pending":
+            self._armed[pid] = promise.timeout_at
+            heapq.heappush(self._promise_heap, (promise.timeout_at, pid))
+
+    def update_promise(self, promise: Promise) -> None:
+        self._promises[promise.id] = promise
+        if promise.state != "pending":
+            self._armed.pop(promise.id, None)
+
+    def branch_promises(self, branch: str) -> list[Promise]:
+        ids = self._branches.get(branch)
+        if not ids:
+            return []
+        promises = self._promises
+        return [promises[i] for i in sorted(ids)]
+
+    def due_promises(self, now: int, limit: int) -> list[Promise]:
+        heap, armed, out = self._promise_heap, self._armed, []
+        seen: set[str] = set()
+        while heap and heap[0][0] <= now and len(out) < limit:
+            at, pid = heapq.heappop(heap)
+            if armed.get(pid) == at and pid not in seen:
+                seen.add(pid)
+                out.append(self._promises[pid])
+        for p in out:  # still armed until the engine settles them
+            heapq.heappush(heap, (p.timeout_at, p.id))
+        return out
+
+    def search_promises(
+        self, state: PromiseState | None, tags: dict[str, str] | None, cursor: str | None,
+        limit: int,
+    ) -> list[Promise]:
+        ids = self._promise_ids
+        start = bisect.bisect_right(ids, cursor) if cursor is not None else 0
+        out = []
+        for i in range(start, len(ids)):
+            p = self._promises[ids[i]]
+            if (state is None or p.state == state) and tags_match(p.tags, tags):
+                out.append(p)
+                if len(out) == limit:
+                    break
+        return out
+
+    # tasks --------------------------------------------------------------------------------
+    def get_task(self, task_id: str) -> TaskRow | None:
+        return self._tasks.get(task_id)
+
+    def put_task(self, row: TaskRow) -> None:
+        tid = row.id
+        if tid not in self._tasks:
+            bisect.insort(self._task_ids, tid)
+        self._tasks[tid] = row
+        if row.timer_at is None:
+            self._task_timer.pop(tid, None)
+        else:
+            current = self._task_timer.get(tid)
+            if current is None or current[0] != row.timer_at:
+                self._seq += 1
+                self._task_timer[tid] = (row.timer_at, self._seq)
+                heapq.heappush(self._task_heap, (row.timer_at, tid, self._seq))
+
+    def due_tasks(self, now: int, limit: int) -> list[TaskRow]:
+        heap, timers, out = self._task_heap, self._task_timer, []
+        popped = []
+        while heap and heap[0][0] <= now and len(out) < limit:
+            entry = heapq.heappop(heap)
+            if timers.get(entry[1]) == (entry[0], entry[2]):
+                popped.append(entry)
+                out.append(self._tasks[entry[1]])
+        for entry in popped:
+            heapq.heappush(heap, entry)
+        out.sort(key=lambda r: (r.timer_at, r.id))
+        return out
+
+    def search_tasks(self, state: TaskState | None, cursor: str | None,
+                     limit: int) -> list[TaskRow]:
+        ids = self._task_ids
+        start = bisect.bisect_right(ids, cursor) if cursor is not None else 0
+        out = []
+        for i in range(start, len(ids)):
+            row = self._tasks[ids[i]]
+            if state is None or row.state == state:
+                out.append(row)
+                if len(out) == limit:
+                    break
+        return out
+
+    def acquired_tasks(self) -> list[TaskRow]:
+        return sorted((r for r in self._tasks.values() if r.state == "acquired"),
+                      key=lambda r: r.id)
+
+    # callbacks ----------------------------------------------------------------------------
+    def add_callback(self, awaited: str, awaiter: str) -> None:
+        self._callbacks.setdefault(awaited, set()).add(awaiter)
+        self._awaiting.setdefault(awaiter, set()).add(awaited)
+
+    def take_callbacks(self, awaited: str) -> list[str]:
+        awaiters = self._callbacks.pop(awaited, None)
+        if not awaiters:
+            return []
+        for awaiter in awaiters:
+            s = self._awaiting.get(awaiter)
+            if s is not None:
+                s.discard(awaited)
+                if not s:
+                    del self._awaiting[awaiter]
+        return sorted(awaiters)
+
+    def drop_callbacks_of(self, awaiter: str) -> None:
+        for awaited in self._awaiting.pop(awaiter, ()):
+            s = self._callbacks.get(awaited)
+            if s is not None:
+                s.discard(awaiter)
+                if not s:
+                    del self._callbacks[awaited]
+
+    # listeners ----------------------------------------------------------------------------
+    def add_listener(self, promise_id: str, address: str) -> None:
+        self._listeners.setdefault(promise_id, {})[address] = None
+
+    def take_listeners(self, promise_id: str) -> list[str]:
+        return list(self._listeners.pop(promise_id, ()))
+
+    # schedules ----------------------------------------------------------------------------
+    def get_schedule(self, schedule_id: str) -> Schedule | None:
+        return self._schedules.get(schedule_id)
+
+    def put_schedule(self, schedule: Schedule) -> None:
+        sid = schedule.id
+        old = self._schedules.get(sid)
+        if old is None:
+            bisect.insort(self._schedule_ids, sid)
+        self._schedules[sid] = schedule
+        if old is None or old.next_run_at != schedule.next_run_at:
+            heapq.heappush(self._schedule_heap, (schedule.next_run_at, sid))
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        if self._schedules.pop(schedule_id, None) is not None:
+            i = bisect.bisect_left(self._schedule_ids, schedule_id)
+            del self._schedule_ids[i]
+
+    def due_schedules(self, now: int, limit: int) -> list[Schedule]:
+        heap, out = self._schedule_heap, []
+        seen: set[str] = set()
+        while heap and heap[0][0] <= now and len(out) < limit:
+            at, sid = heapq.heappop(heap)
+            s = self._schedules.get(sid)
+            if s is not None and s.next_run_at == at and sid not in seen:
+                seen.add(sid)
+                out.append(s)
+        for s in out:
+            heapq.heappush(heap, (s.next_run_at, s.id))
+        return out
+
+    def search_schedules(self, tags: dict[str, str] | None, cursor: str | None,
+                         limit: int) -> list[Schedule]:
+        ids = self._schedule_ids
+        start = bisect.bisect_right(ids, cursor) if cursor is not None else 0
+        out = []
+        for i in range(start, len(ids)):
+            s = self._schedules[ids[i]]
+            if tags_match(s.promise_tags, tags):
+                out.append(s)
+                if len(out) == limit:
+                    break
+        return out
+
+    # outbox -------------------------------------------------------------------------------
+    def push_execute(self, task_id: str, address: str, message: Message) -> None:
+        self._outbox[("e", task_id)] = (address, message)
+
+    def push_unblock(self, promise_id: str, address: str, message: Message) -> None:
+        self._outbox.setdefault(("u", promise_id, address), (address, message))
+
+    def take_outbox(self) -> list[tuple[str, Message]]:
+        out = list(self._outbox.values())
+        self._outbox.clear()
+        return out
+
+    def next_due(self) -> int | None:
+        candidates = []
+        heap = self._promise_heap
+        while heap and self._armed.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        if heap:
+            candidates.append(heap[0][0])
+        theap = self._task_heap
+        while theap and self._task_timer.get(theap[0][1]) != (theap[0][0], theap[0][2]):
+            heapq.heappop(theap)
+        if theap:
+            candidates.append(theap[0][0])
+        sheap = self._schedule_heap
+        while sheap and (
+            (s := self._schedules.get(sheap[0][1])) is None or s.next_run_at != sheap[0][0]
+        ):
+            heapq.heappop(sheap)
+        if sheap:
+            candidates.append(sheap[0][0])
+        return min(candidates) if candidates else None
