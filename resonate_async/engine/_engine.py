@@ -186,9 +186,10 @@ class Engine:
         now = self._clamp(now)
         try:
             with self.storage.transaction():
-                return handler(request, now, corr_id)
-        except _Refused as refused:
-            return Response(refused.status, refused.message)
+                try:
+                    return handler(request, now, corr_id)
+                except _Refused as refused:  # an answer, not a failure: what was done stays
+                    return Response(refused.status, refused.message)
         except Exception as exc:
             log.exception("engine_request_failed", kind=request.KIND)
             return Response(500, f"Internal error: {exc}")
