@@ -20,3 +20,67 @@ class ProtocolError(ResonateError):
 
 class InvalidIdError(ResonateError, ValueError):
     """A promise or schedule id breaks the id rules (empty, NUL, or ':' in a root id)."""
+
+
+class Suspended(BaseException):  # noqa: N818 - a control-flow signal, not an error
+    """The execution must wait: a durable dependency it awaits is still pending.
+
+    A ``BaseException``, so ``except Exception`` in user code cannot swallow it. It unwinds the
+    durable function to the driver, which suspends the task until a dependency settles and
+    then replays the function from the top. Never raise or catch it yourself.
+    """
+
+    def __init__(self, promise_id: str) -> None:
+        super().__init__(promise_id)
+        self.promise_id = promise_id
+
+
+class ApplicationError(ResonateError):
+    """A durable function failed with an exception type this process cannot rebuild.
+
+    ``type_name`` and ``module`` name the original exception type; register the type with
+    ``resonate.register_error(MyError)`` to get instances of it instead.
+    """
+
+    def __init__(self, message: str, *, type_name: str = "", module: str = "") -> None:
+        super().__init__(f"{type_name}: {message}" if type_name else message)
+        self.message = message
+        self.type_name = type_name
+        self.module = module
+
+
+class EncodingError(ResonateError, TypeError):
+    """A value could not be encoded (or decoded) for the wire."""
+
+
+class NonDeterminismError(ResonateError):
+    """On replay the durable function asked for a different step than the one recorded.
+
+    Durable functions must take the same steps in the same order on every run: move
+    non-deterministic decisions (time, randomness, I/O) into ``ctx.run`` steps, or give
+    changed code a new function version.
+    """
+
+
+class RegistrationError(ResonateError):
+    """A function could not be registered, or a name is not registered."""
+
+
+class TimedOutError(ResonateError):
+    """The promise reached its deadline before it was settled (``rejected_timedout``)."""
+
+
+class CanceledError(ResonateError):
+    """The promise was canceled (``rejected_canceled``)."""
+
+
+class NotStartedError(ResonateError):
+    """The Resonate instance is not running: enter it first with ``async with resonate:``."""
+
+
+class ContextError(ResonateError):
+    """A ``Context`` or handle was used outside the durable execution that owns it."""
+
+
+class LeaseLostError(ResonateError):
+    """This worker no longer holds the task (its lease expired or it was settled elsewhere)."""

@@ -137,6 +137,7 @@ class Engine:
         self.retry_timeout = retry_timeout
         self.server_url = server_url
         self._now = 0
+        self._fence_preload = True
         self._handlers: dict[type[Any], Callable[[Any, int, str], Response]] = {
             PromiseGet: self._promise_get,
             PromiseCreate: self._promise_create,
@@ -178,8 +179,15 @@ class Engine:
         self.storage.close()
 
     # entry points -----------------------------------------------------------------------------
-    def execute(self, request: Request, now: int, corr_id: str = "") -> Response:
-        """Run one typed request at time ``now`` (ms) in one storage transaction."""
+    def execute(
+        self, request: Request, now: int, corr_id: str = "", *, fence_preload: bool = True
+    ) -> Response:
+        """Run one typed request at time ``now`` (ms) in one storage transaction.
+
+        ``fence_preload=False`` leaves the preload out of ``task.fence`` answers (an
+        in-process caller that never reads it saves O(branch size) work per step).
+        """
+        self._fence_preload = fence_preload
         handler = self._handlers.get(type(request))
         if handler is None:
             return Response(400, f"Unknown operation: {type(request).__name__}")
@@ -559,7 +567,8 @@ class Engine:
             inner = self._promise_settle(action.data, now, corr_id)
             kind = "promise.settle"
         result = ActionResult(kind, ResponseHead(corr_id, inner.status), inner.data)
-        return Response(200, FenceResult(result, self._preload(self._root_of(row))))
+        preload = self._preload(self._root_of(row)) if self._fence_preload else []
+        return Response(200, FenceResult(result, preload))
 
     def _task_heartbeat(self, req: TaskHeartbeat, now: int, _: str) -> Response:
         if not req.pid:

@@ -35,6 +35,7 @@ class MemoryStorage:
         self._schedule_ids: list[str] = []
         self._schedule_heap: list[tuple[int, str]] = []
         self._outbox: dict[tuple[str, ...], tuple[str, Message]] = {}
+        self._written: int | None = None
 
     def transaction(self) -> AbstractContextManager[None]:
         return nullcontext()
@@ -55,6 +56,7 @@ class MemoryStorage:
             self._branches.setdefault(branch, {})[pid] = None
         if armed and promise.state == "pending":
             self._armed[pid] = promise.timeout_at
+            self._wrote(promise.timeout_at)
             heapq.heappush(self._promise_heap, (promise.timeout_at, pid))
 
     def update_promise(self, promise: Promise) -> None:
@@ -111,6 +113,7 @@ class MemoryStorage:
             current = self._task_timer.get(tid)
             if current is None or current[0] != row.timer_at:
                 self._seq += 1
+                self._wrote(row.timer_at)
                 self._task_timer[tid] = (row.timer_at, self._seq)
                 heapq.heappush(self._task_heap, (row.timer_at, tid, self._seq))
 
@@ -187,6 +190,7 @@ class MemoryStorage:
             bisect.insort(self._schedule_ids, sid)
         self._schedules[sid] = schedule
         if old is None or old.next_run_at != schedule.next_run_at:
+            self._wrote(schedule.next_run_at)
             heapq.heappush(self._schedule_heap, (schedule.next_run_at, sid))
 
     def delete_schedule(self, schedule_id: str) -> None:
@@ -231,6 +235,14 @@ class MemoryStorage:
         out = list(self._outbox.values())
         self._outbox.clear()
         return out
+
+    def next_written_deadline(self) -> int | None:
+        written, self._written = self._written, None
+        return written
+
+    def _wrote(self, deadline: int) -> None:
+        if self._written is None or deadline < self._written:
+            self._written = deadline
 
     def next_due(self) -> int | None:
         candidates = []

@@ -100,6 +100,7 @@ class SqliteStorage:
     def __init__(self, path: str, *, synchronous: str = "NORMAL", exclusive: bool = True) -> None:
         self.path = path
         self._depth = 0
+        self._written: int | None = None
         self._lock_fd: int | None = None
         if exclusive and path != ":memory:":
             self._lock_fd = _lock(path)
@@ -176,6 +177,8 @@ class SqliteStorage:
 
     def insert_promise(self, promise: Promise, *, armed: bool) -> None:
         armed_at = promise.timeout_at if armed and promise.state == "pending" else None
+        if armed_at is not None:
+            self._wrote(armed_at)
         self._db.execute(
             "INSERT INTO promises (id, state, branch, armed_at, record) VALUES (?, ?, ?, ?, ?)",
             (promise.id, promise.state, promise.tags.get(TAG_BRANCH), armed_at, _encode(promise)),
@@ -231,6 +234,8 @@ class SqliteStorage:
         return None if blob is None else _task(blob)
 
     def put_task(self, row: TaskRow) -> None:
+        if row.timer_at is not None:
+            self._wrote(row.timer_at)
         self._db.execute(
             "INSERT INTO tasks (id, state, timer_at, record) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (id) DO UPDATE SET state = excluded.state, "
@@ -293,6 +298,7 @@ class SqliteStorage:
         return None if blob is None else _schedule(blob)
 
     def put_schedule(self, schedule: Schedule) -> None:
+        self._wrote(schedule.next_run_at)
         self._db.execute(
             "INSERT INTO schedules (id, next_run_at, record) VALUES (?, ?, ?) "
             "ON CONFLICT (id) DO UPDATE SET next_run_at = excluded.next_run_at, "
@@ -344,6 +350,14 @@ class SqliteStorage:
         ).fetchall()
         rows.sort()
         return [(address, _message(blob)) for _, address, blob in rows]
+
+    def next_written_deadline(self) -> int | None:
+        written, self._written = self._written, None
+        return written
+
+    def _wrote(self, deadline: int) -> None:
+        if self._written is None or deadline < self._written:
+            self._written = deadline
 
     def next_due(self) -> int | None:
         row = self._db.execute(

@@ -134,6 +134,13 @@ class Storage(Protocol):
         """The earliest time at which ``tick`` has something to do, if any."""
         ...
 
+    def next_written_deadline(self) -> int | None:
+        """The earliest deadline written since the last call (and forget it), if any.
+
+        Lets a timer loop learn cheaply that it must wake earlier than it planned.
+        """
+        ...
+
 
 def tags_match(tags: dict[str, str], wanted: dict[str, str] | None) -> bool:
     return not wanted or all(tags.get(k) == v for k, v in wanted.items())

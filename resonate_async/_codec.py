@@ -1,0 +1,193 @@
+"""The one place that encodes values: arguments, results and errors <-> ``{headers, data}``.
+
+Values are msgspec JSON, base64-encoded into ``data`` (the convention every Resonate SDK
+follows). Decoding converts to the annotated type when one is known: msgspec Structs,
+dataclasses, attrs classes, pydantic models, enums, datetimes, tuples and sets round-trip.
+Errors travel as ``{"__type": "error", "type", "module", "message", "args"}`` and are rebuilt
+only for builtin exception types and types registered with ``register_error``: never pickle.
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import msgspec
+
+from resonate_async._errors import (
+    ApplicationError,
+    CanceledError,
+    EncodingError,
+    NonDeterminismError,
+    ResonateError,
+    TimedOutError,
+)
+from resonate_async.protocol import Promise, Value
+
+_NO_VALUE: Final = Value()
+
+
+def _enc_hook(obj: Any) -> Any:
+    dump = getattr(obj, "model_dump", None)  # pydantic v2 models
+    if callable(dump):
+        return dump(mode="json")
+    raise NotImplementedError(type(obj))
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
+_decode_json = msgspec.json.decode
+
+
+class Invocation(msgspec.Struct, frozen=True):
+    """A function invocation as it travels in a root or rpc promise's ``param``."""
+
+    func: str
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    version: int = 1
+
+
+class _InvocationOut(msgspec.Struct, frozen=True):
+    args: Sequence[Any]
+    kwargs: Mapping[str, Any]
+    func: str
+    version: int
+
+
+_invocation_decoder = msgspec.json.Decoder(Invocation)
+
+
+class Codec:
+    """Encodes and decodes values and errors for one ``Resonate`` instance."""
+
+    def __init__(self) -> None:
+        self._errors: dict[tuple[str, str], type[BaseException]] = {}
+        for cls in (NonDeterminismError, ApplicationError, EncodingError, TimedOutError,
+                    CanceledError, ResonateError):
+            self.register_error(cls)
+
+    def register_error(self, cls: type[BaseException]) -> None:
+        """Rebuild errors of type ``cls`` (instead of ``ApplicationError``) when decoded."""
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            raise TypeError(f"register_error expects an exception class, got {cls!r}")
+        self._errors[(cls.__module__, cls.__qualname__)] = cls
+
+    # values -----------------------------------------------------------------------------------
+    def encode(self, value: Any, *, what: str) -> Value:
+        """Encode a result or argument; ``what`` names the call in the error message."""
+        if value is None:
+            return _NO_VALUE
+        return Value(data=_b64(self.dumps(value, what=what)))
+
+    def dumps(self, value: Any, *, what: str) -> bytes:
+        try:
+            return _encoder.encode(value)
+        except (NotImplementedError, TypeError, OverflowError, msgspec.EncodeError) as exc:
+            raise EncodingError(
+                f"{what}: cannot encode a value of type {type(value).__qualname__} ({exc}); "
+                "durable values must be JSON-like: builtins, msgspec Structs, dataclasses, "
+                "attrs classes, pydantic models, enums or datetimes"
+            ) from None
+
+    def decode(self, value: Value, type_: Any = Any, *, what: str = "value") -> Any:
+        """Decode a ``Value`` (``None`` when it has no data), converting to ``type_``."""
+        if not value.data:
+            return None
+        try:
+            obj = _decode_json(base64.b64decode(value.data))
+        except (ValueError, msgspec.DecodeError) as exc:
+            raise EncodingError(f"{what}: stored value is not base64 JSON ({exc})") from None
+        return self.convert(obj, type_, what=what)
+
+    def convert(self, obj: Any, type_: Any, *, what: str = "value") -> Any:
+        if type_ is Any or type_ is None or obj is None:
+            return obj
+        validate = getattr(type_, "model_validate", None)
+        try:
+            if callable(validate):
+                return validate(obj)
+            return msgspec.convert(obj, type_, strict=False)
+        except Exception as exc:  # msgspec.ValidationError, pydantic's ValidationError, ...
+            raise EncodingError(
+                f"{what}: cannot decode {obj!r:.80} as {getattr(type_, '__name__', type_)}: {exc}"
+            ) from None
+
+    # invocations ------------------------------------------------------------------------------
+    def encode_invocation(self, func: str, args: Sequence[Any], kwargs: Mapping[str, Any],
+                          version: int) -> Value:
+        what = f"arguments of {func!r}"
+        return Value(data=_b64(self.dumps(_InvocationOut(args, kwargs, func, version),
+                                          what=what)))
+
+    def decode_invocation(self, value: Value) -> Invocation:
+        if not value.data:
+            raise EncodingError("the promise carries no function invocation in its param")
+        try:
+            return _invocation_decoder.decode(base64.b64decode(value.data))
+        except (ValueError, msgspec.DecodeError) as exc:
+            raise EncodingError(f"the promise's param is not a function invocation ({exc})") \
+                from None
+
+    # errors -----------------------------------------------------------------------------------
+    def encode_error(self, exc: BaseException) -> Value:
+        cls = type(exc)
+        payload: dict[str, Any] = {
+            "__type": "error",
+            "type": cls.__qualname__,
+            "module": cls.__module__,
+            "message": str(exc),
+        }
+        if isinstance(exc, ApplicationError):  # keep the original type through re-raises
+            payload["type"], payload["module"] = exc.type_name, exc.module
+            payload["message"] = exc.message
+        else:
+            try:
+                payload["args"] = msgspec.to_builtins(exc.args)
+            except (TypeError, msgspec.EncodeError):
+                pass
+        return Value(data=_b64(_encoder.encode(payload)))
+
+    def decode_error(self, value: Value) -> BaseException:
+        try:
+            obj = _decode_json(base64.b64decode(value.data or ""))
+        except (ValueError, msgspec.DecodeError):
+            obj = None
+        if not isinstance(obj, dict):
+            return ApplicationError(f"rejected with a value that is not an error: {obj!r:.200}")
+        message = str(obj.get("message", ""))
+        type_name = obj.get("type") or obj.get("name") or ""
+        module = obj.get("module") or ""
+        args = obj.get("args")
+        cls = self._errors.get((module, type_name))
+        if cls is None and module == "builtins":
+            candidate = getattr(builtins, type_name, None)
+            if isinstance(candidate, type) and issubclass(candidate, Exception):
+                cls = candidate
+        if cls is not None and not issubclass(cls, ApplicationError):
+            for attempt in (tuple(args) if isinstance(args, list) else None, (message,)):
+                if attempt is None:
+                    continue
+                try:
+                    return cls(*attempt)
+                except Exception:  # the type's constructor wants other arguments
+                    continue
+        return ApplicationError(message, type_name=str(type_name), module=str(module))
+
+    def outcome(self, promise: Promise, type_: Any = Any, *, what: str = "value") -> Any:
+        """The value of a settled promise, or raise the error it was rejected with."""
+        state = promise.state
+        if state == "resolved":
+            return self.decode(promise.value, type_, what=what)
+        if state == "rejected":
+            raise self.decode_error(promise.value)
+        if state == "rejected_timedout":
+            raise TimedOutError(f"promise {promise.id!r} timed out before it was settled")
+        if state == "rejected_canceled":
+            raise CanceledError(f"promise {promise.id!r} was canceled")
+        raise AssertionError(f"promise {promise.id!r} is still pending")  # pragma: no cover
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")

@@ -1,0 +1,237 @@
+"""What a durable function sees: ``Context``, call objects and handles.
+
+Every durable step is an ``await``. ``ctx.run(f, x)`` and ``ctx.rpc("name", x)`` return a
+``Call``: awaiting it gives the value; ``await call.spawn()`` starts it and gives a ``Handle``
+to await later. Child ids are minted when the call object is made, in call order
+(``root:1``, ``root:2``, ...), so a durable function must make its calls in the same order on
+every run.
+"""
+
+from __future__ import annotations
+
+import random as _random
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
+
+from resonate_async._errors import ContextError
+from resonate_async._retry import RetryPolicy
+from resonate_async.protocol import child_id
+
+if TYPE_CHECKING:
+    from resonate_async.core._execution import Execution
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+CallKind = Literal["run", "rpc", "sleep", "promise", "detached"]
+
+
+@dataclass(frozen=True)
+class Info:
+    """Facts about the running durable function."""
+
+    id: str
+    """This function's promise id."""
+    root_id: str
+    """The id of the execution (the task) this function runs in."""
+    parent_id: str | None
+    """The id of the durable function that called this one (``None`` for the root)."""
+    attempt: int
+    """How many times the task has been claimed (the task version)."""
+    deadline: datetime
+    """When this function's promise times out."""
+    function: str
+    """The registered name of this function."""
+
+
+@dataclass(frozen=True)
+class Options:
+    id: str | None = None
+    timeout: float | None = None
+    retry: RetryPolicy | None = None
+    target: str | None = None
+    tags: dict[str, str] | None = None
+    version: int | None = None
+
+
+_NO_OPTIONS = Options()
+
+
+class Call(Generic[T]):
+    """A durable call not started yet: ``await`` it for its value or ``.spawn()`` it."""
+
+    __slots__ = ("args", "ctx", "fn", "id", "kind", "kwargs", "opts")
+
+    def __init__(self, ctx: Context, kind: CallKind, fn: Any, args: tuple[Any, ...],
+                 kwargs: dict[str, Any], opts: Options = _NO_OPTIONS) -> None:
+        self.ctx = ctx
+        self.kind = kind
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.opts = opts
+        self.id = ctx._mint(opts.id)
+
+    def options(
+        self,
+        *,
+        id: str | None = None,
+        timeout: float | timedelta | None = None,
+        retry: RetryPolicy | None = None,
+        target: str | None = None,
+        tags: dict[str, str] | None = None,
+        version: int | None = None,
+    ) -> Call[T]:
+        """This call with options: its ``id`` (a segment under the caller's id), ``timeout``,
+        ``retry`` policy (local leaf steps), ``target`` group or address (rpc), extra ``tags``
+        and the function ``version`` (rpc)."""
+        if id is not None:
+            if not isinstance(id, str) or not id or ":" in id or "\x00" in id:
+                raise ContextError(
+                    f"invalid call id {id!r}: give a non-empty segment without ':'; it is "
+                    f"placed under the caller's id ({self.ctx.id})"
+                )
+            self.id = child_id(self.ctx.id, id)
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        self.opts = Options(
+            id=id if id is not None else self.opts.id,
+            timeout=seconds if seconds is not None else self.opts.timeout,
+            retry=retry or self.opts.retry,
+            target=target or self.opts.target,
+            tags={**(self.opts.tags or {}), **(tags or {})} or None,
+            version=version if version is not None else self.opts.version,
+        )
+        return self
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self.ctx._exec.await_call(self).__await__()
+
+    async def spawn(self) -> Handle[T]:
+        """Start the call now; await the returned handle later for its value."""
+        return await self.ctx._exec.spawn_call(self)
+
+    def __repr__(self) -> str:
+        return f"<Call {self.kind} {self.id}>"
+
+
+class Handle(Generic[T]):
+    """A started durable call (or an execution): await it for its value."""
+
+    __slots__ = ("_state", "id")
+
+    def __init__(self, promise_id: str, state: Any) -> None:
+        self.id = promise_id
+        self._state = state
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self._state.wait(self).__await__()
+
+    def __repr__(self) -> str:
+        return f"<Handle {self.id}>"
+
+
+class Context:
+    """The durable function's gateway to durable steps. Never build one yourself."""
+
+    __slots__ = ("_counter", "_exec", "_parent", "_timeout_at", "function", "id")
+
+    def __init__(self, execution: Execution, promise_id: str, timeout_at: int,
+                 function: str, parent: str | None) -> None:
+        self._exec = execution
+        self.id = promise_id
+        self._timeout_at = timeout_at
+        self._counter = 0
+        self.function = function
+        self._parent = parent
+
+    def _mint(self, custom: str | None) -> str:
+        self._exec.check_live(self)
+        self._counter += 1
+        return child_id(self.id, custom if custom is not None else self._counter)
+
+    @property
+    def info(self) -> Info:
+        ex = self._exec
+        return Info(self.id, ex.id, self._parent, ex.version,
+                    datetime.fromtimestamp(self._timeout_at / 1000, UTC), self.function)
+
+    @overload
+    def run(self, fn: Callable[P, Coroutine[Any, Any, T]], /, *args: P.args,
+            **kwargs: P.kwargs) -> Call[T]: ...
+
+    @overload
+    def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Call[T]: ...
+
+    def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Call[Any]:
+        """A local step: created, executed in this process, settled, then returned.
+
+        ``fn`` may be a leaf function (sync or async; sync ones run in a worker thread, and
+        failures are retried by the call's retry policy) or a durable function taking a
+        ``Context`` first (run here, as a nested durable function).
+        """
+        return Call(self, "run", fn, args, kwargs)
+
+    def rpc(self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> Call[Any]:
+        """A remote call: runs the registered function ``fn`` on any worker of the target
+        group (by default this worker's group)."""
+        return Call(self, "rpc", fn, args, kwargs)
+
+    def detached(self, fn: str | Callable[..., Any], /, *args: Any,
+                 **kwargs: Any) -> Awaitable[Handle[Any]]:
+        """Fire and forget: start ``fn`` as work whose lifetime is independent of this one.
+
+        ``await ctx.detached(...)`` gives its handle right away; this function may complete
+        before it does.
+        """
+        call: Call[Any] = Call(self, "detached", fn, args, kwargs)
+        call.id = self._exec.detached_id(self.id, self._counter)
+        return call.spawn()
+
+    def sleep(self, seconds: float | timedelta | None = None, *,
+              until: datetime | None = None) -> Call[None]:
+        """A durable timer: ``await ctx.sleep(60)``, ``ctx.sleep(timedelta(days=1))`` or
+        ``ctx.sleep(until=datetime(...))``. The worker is free while it waits."""
+        if (seconds is None) == (until is None):
+            raise ContextError("ctx.sleep takes a duration or until=datetime (one of them)")
+        if until is not None:
+            if not isinstance(until, datetime):
+                raise ContextError(f"ctx.sleep(until=...) expects a datetime, got {until!r}")
+            if until.tzinfo is None:
+                raise ContextError("ctx.sleep(until=...) needs an aware datetime (with tzinfo)")
+            at: float = until.timestamp()
+            return Call(self, "sleep", None, (), {"at": int(at * 1000)})
+        span = seconds.total_seconds() if isinstance(seconds, timedelta) else seconds
+        if not isinstance(span, int | float) or isinstance(span, bool) or span < 0:
+            raise ContextError(f"ctx.sleep expects a non-negative duration, got {seconds!r}")
+        return Call(self, "sleep", None, (), {"seconds": float(span)})
+
+    def promise(self, *, timeout: float | timedelta | None = None,
+                type: Any = Any) -> Call[Any]:  # noqa: A002 - reads well at call sites
+        """A promise settled from outside (human in the loop): ``.spawn()`` it, publish
+        ``handle.id``, and ``await handle`` for the value someone resolves it with
+        (``resonate.promises.resolve(id, value)``)."""
+        call: Call[Any] = Call(self, "promise", None, (), {"type": type})
+        if timeout is not None:
+            call.options(timeout=timeout)
+        return call
+
+    def now(self) -> Call[datetime]:
+        """The current time, recorded as a step: identical on every replay."""
+        return Call(self, "run", _now, (), {})
+
+    def random(self) -> Call[float]:
+        """A random float in [0, 1), recorded as a step: identical on every replay."""
+        return Call(self, "run", _random.random, (), {})
+
+    def get_dependency(self, type_: type[T]) -> T:
+        """The object registered with ``resonate.set_dependency`` for ``type_``."""
+        return self._exec.dependency(type_)
+
+    def __repr__(self) -> str:
+        return f"<Context {self.id}>"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,429 @@
+"""One execution of a task: the durable function replayed against its promise cache.
+
+Each run starts the function from the top with a fresh call counter. A durable call whose id
+is settled in the cache returns at once without a request; anything else goes through
+``task.fence``. Awaiting a remote promise that is still pending raises ``Suspended``; the
+execution keeps, by itself, the set of remote promises it created and has not seen settled,
+so the driver knows exactly what to wait on without trusting the exception's path.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import random
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+
+from resonate_async._context import Call, Context, Handle, _now
+from resonate_async._errors import (
+    ContextError,
+    EncodingError,
+    NonDeterminismError,
+    ResonateError,
+    Suspended,
+)
+from resonate_async.core._registry import Function
+from resonate_async.protocol import (
+    TAG_BRANCH,
+    TAG_EXTERNAL,
+    TAG_ORIGIN,
+    TAG_PARENT,
+    TAG_SCOPE,
+    TAG_TARGET,
+    TAG_TIMER,
+    FenceCreate,
+    FenceSettle,
+    Promise,
+    PromiseCreate,
+    PromiseSettle,
+    Response,
+    TaskFence,
+    Value,
+    origin_of,
+)
+
+if TYPE_CHECKING:
+    from resonate_async.core._driver import Worker
+
+log = structlog.get_logger("resonate_async.execution")
+
+CALL_TAG: Final = "resonate_async:call"
+DAY_MS: Final = 86_400_000
+_INLINE: Final = frozenset((_now, random.random))
+
+
+class LeaseLost(BaseException):  # noqa: N818 - control flow
+    """The task is no longer ours (409): stop at once, write nothing more."""
+
+
+class PlatformFailure(BaseException):  # noqa: N818 - control flow
+    """The engine could not be reached or answered nonsense: give the task back."""
+
+
+class Outcome:
+    """How one run of the function ended."""
+
+    __slots__ = ("error", "kind", "value", "waiting")
+
+    def __init__(self, kind: str, *, value: Any = None, error: BaseException | None = None,
+                 waiting: list[str] | None = None) -> None:
+        self.kind = kind  # "done" | "failed" | "waiting"
+        self.value = value
+        self.error = error
+        self.waiting = waiting or []
+
+
+class _LocalState:
+    """A spawned local step running in the execution's task group."""
+
+    __slots__ = ("done", "error", "execution", "run", "suspended", "value")
+
+    def __init__(self, execution: Execution) -> None:
+        self.execution = execution
+        self.run = execution.run_number
+        self.done = anyio.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.suspended: Suspended | None = None
+
+    async def wait(self, handle: Handle[Any]) -> Any:
+        self.execution.check_handle(handle, self.run)
+        await self.done.wait()
+        if self.suspended is not None:
+            raise Suspended(self.suspended.promise_id)
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class _RemoteState:
+    """A remote promise (rpc, timer, external, detached) created by this execution."""
+
+    __slots__ = ("execution", "run", "type")
+
+    def __init__(self, execution: Execution, type_: Any) -> None:
+        self.execution = execution
+        self.run = execution.run_number
+        self.type = type_
+
+    async def wait(self, handle: Handle[Any]) -> Any:
+        ex = self.execution
+        ex.check_handle(handle, self.run)
+        await anyio.lowlevel.checkpoint()
+        return ex.remote_outcome(handle.id, self.type)
+
+
+class Execution:
+    """The replay state of one task held by this worker."""
+
+    def __init__(self, worker: Worker, task_id: str, version: int, root: Promise,
+                 function: Function, args: list[Any], kwargs: dict[str, Any],
+                 preload: Iterable[Promise]) -> None:
+        self.worker = worker
+        self.id = task_id
+        self.version = version
+        self.root = root
+        self.function = function
+        self.args = args
+        self.kwargs = kwargs
+        self.origin = root.tags.get(TAG_ORIGIN) or origin_of(root.id)
+        self.branch = root.tags.get(TAG_BRANCH) or root.id
+        self.cache: dict[str, Promise] = {}
+        self.absorb(preload)
+        self.pending: dict[str, None] = {}
+        self.nondeterminism: NonDeterminismError | None = None
+        self.run_number = 0
+        self._tg: TaskGroup | None = None
+        self.log = log.bind(task_id=task_id, promise_id=task_id, attempt=version)
+
+    # the cache --------------------------------------------------------------------------------
+    def absorb(self, promises: Iterable[Promise]) -> None:
+        """Merge records into the cache; a settled record is never replaced by a pending one."""
+        cache = self.cache
+        for p in promises:
+            if p.state != "pending" or p.id not in cache:
+                cache[p.id] = p
+
+    # one run ----------------------------------------------------------------------------------
+    async def run_once(self) -> Outcome:
+        """Run the function from the top; local work is joined before this returns."""
+        self.run_number += 1
+        self.pending = {}
+        fn = self.function
+        ctx = Context(self, self.id, self.root.timeout_at, fn.name, None)
+        outcome: Outcome
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            try:
+                if fn.is_async:
+                    if fn.durable:
+                        value = await fn.fn(ctx, *self.args, **self.kwargs)
+                    else:
+                        value = await fn.fn(*self.args, **self.kwargs)
+                else:
+                    call = functools.partial(fn.fn, *((ctx,) if fn.durable else ()),
+                                             *self.args, **self.kwargs)
+                    value = await anyio.to_thread.run_sync(call)
+                outcome = Outcome("done", value=value)
+            except Suspended:
+                outcome = Outcome("waiting")
+            except (LeaseLost, PlatformFailure):
+                raise
+            except BaseExceptionGroup as group:
+                outcome = _group_outcome(group)
+            except Exception as exc:
+                outcome = Outcome("failed", error=exc)
+        self._tg = None
+        if self.nondeterminism is not None:
+            return Outcome("failed", error=self.nondeterminism)
+        if outcome.kind != "failed" and self.pending:
+            # Spawned children belong to the execution: it completes only once they settle.
+            return Outcome("waiting", waiting=list(self.pending))
+        if outcome.kind == "waiting":
+            return Outcome("failed", error=ResonateError(
+                f"{self.function.name} [{self.id}] raised Suspended without a pending "
+                "durable dependency; do not raise Suspended yourself"))
+        return outcome
+
+    # checks -----------------------------------------------------------------------------------
+    def check_live(self, ctx: Context) -> None:
+        if self._tg is None:
+            raise ContextError(
+                f"{ctx!r} is used outside its durable function's run: keep ctx inside the "
+                "function it was passed to, and call ctx methods only while it runs"
+            )
+
+    def check_handle(self, handle: Handle[Any], run: int) -> None:
+        if self._tg is None or run != self.run_number:
+            raise ContextError(
+                f"handle {handle.id} belongs to another execution (or an earlier run of this "
+                "one); await a handle only inside the durable function run that created it"
+            )
+
+    def _check(self, p: Promise, expected: str) -> None:
+        recorded = p.tags.get(CALL_TAG)
+        if recorded is not None and recorded != expected:
+            err = NonDeterminismError(
+                f"replay of {self.function.name} [{self.id}] diverged at {p.id}: the history "
+                f"recorded '{recorded}' there but the code now asks for '{expected}'. Durable "
+                "functions must take the same steps in the same order on every run; register "
+                "changed code under a new version"
+            )
+            if self.nondeterminism is None:
+                self.nondeterminism = err
+            raise err
+
+    def detached_id(self, parent: str, counter: int) -> str:
+        """``{origin}:d{16 hex}``: deterministic, so a replay finds the same detached work."""
+        digest = hashlib.sha256(f"{parent}/{counter}".encode()).hexdigest()[:16]
+        return f"{self.origin}:d{digest}"
+
+    def dependency(self, type_: type[Any]) -> Any:
+        return self.worker.dependency(type_)
+
+    # durable writes ---------------------------------------------------------------------------
+    async def _fence(self, action: FenceCreate | FenceSettle, promise_id: str) -> Promise:
+        response = await self.worker.send(TaskFence(self.id, self.version, action))
+        return self._fenced(response, promise_id)
+
+    def _fenced(self, response: Response, promise_id: str) -> Promise:
+        if response.status == 409:
+            raise LeaseLost(f"task {self.id} version {self.version} is no longer held")
+        if response.status != 200:
+            raise PlatformFailure(f"task.fence for {promise_id} answered {response.status}: "
+                                  f"{response.data}")
+        inner = response.data.action
+        if inner.head.status != 200:
+            if inner.head.status in (400, 422):
+                raise ResonateError(f"durable call {promise_id} was refused: {inner.data}")
+            raise PlatformFailure(f"task.fence for {promise_id}: inner status "
+                                  f"{inner.head.status}: {inner.data}")
+        p: Promise = inner.data.promise
+        self.absorb((p,))
+        return p
+
+    async def _create(self, data: PromiseCreate) -> Promise:
+        return await self._fence(FenceCreate(data=data), data.id)
+
+    async def _settle(self, promise_id: str, state: Any, value: Value) -> Promise:
+        return await self._fence(FenceSettle(data=PromiseSettle(promise_id, state, value)),
+                                 promise_id)
+
+    def _deadline(self, call: Call[Any], default_ms: int = DAY_MS) -> int:
+        now = self.worker.clock.now_ms()
+        span = int(call.opts.timeout * 1000) if call.opts.timeout is not None else default_ms
+        return min(now + span, call.ctx._timeout_at)
+
+    def _tags(self, call: Call[Any], scope: str, branch: str, expected: str) -> dict[str, str]:
+        tags = dict(call.opts.tags) if call.opts.tags else {}
+        tags.update({TAG_SCOPE: scope, TAG_BRANCH: branch, TAG_PARENT: call.ctx.id,
+                     TAG_ORIGIN: self.origin, CALL_TAG: expected})
+        return tags
+
+    # calls ------------------------------------------------------------------------------------
+    async def await_call(self, call: Call[Any]) -> Any:
+        if call.kind == "run":
+            return await self._run_local(call)
+        handle = await self.spawn_call(call)
+        return await handle
+
+    async def spawn_call(self, call: Call[Any]) -> Handle[Any]:
+        self.check_live(call.ctx)
+        if call.kind == "run":
+            state = _LocalState(self)
+            assert self._tg is not None
+            self._tg.start_soon(self._run_spawned, call, state)
+            return Handle(call.id, state)
+        type_ = await self._create_remote(call)
+        return Handle(call.id, _RemoteState(self, type_))
+
+    async def _run_spawned(self, call: Call[Any], state: _LocalState) -> None:
+        try:
+            state.value = await self._run_local(call)
+        except Suspended as s:
+            state.suspended = s
+        except Exception as exc:
+            state.error = exc
+        finally:
+            state.done.set()
+
+    def remote_outcome(self, promise_id: str, type_: Any) -> Any:
+        p = self.cache.get(promise_id)
+        if p is None or p.state == "pending":
+            self.pending[promise_id] = None
+            raise Suspended(promise_id)
+        return self.worker.codec.outcome(p, type_, what=f"result of {promise_id}")
+
+    async def _create_remote(self, call: Call[Any]) -> Any:
+        """Create (or find) the promise of a remote call; returns the type to decode it to."""
+        worker = self.worker
+        kind, pid = call.kind, call.id
+        type_: Any = Any
+        param = Value()
+        if kind in ("rpc", "detached"):
+            fn = call.fn
+            if isinstance(fn, str):
+                name, version = fn, call.opts.version or 1
+                registered = worker.registry.lookup_name(name, call.opts.version)
+                if registered is not None:
+                    type_ = registered.returns
+            else:
+                described = worker.registry.describe(fn)
+                name, version = described.name, call.opts.version or described.version
+                type_ = described.returns
+                described.check_call(call.args, call.kwargs)
+            expected = f"{kind} {name}"
+            param = worker.codec.encode_invocation(name, call.args, call.kwargs, version)
+            tags = self._tags(call, "global", pid, expected)
+            tags[TAG_TARGET] = worker.target_address(call.opts.target)
+            if kind == "detached":
+                tags[TAG_PARENT] = self.origin
+            timeout_at = self._deadline(call)
+        elif kind == "sleep":
+            expected = "sleep"
+            tags = self._tags(call, "global", pid, expected)
+            tags[TAG_TIMER] = "true"
+            at = call.kwargs.get("at")
+            if at is None:
+                at = worker.clock.now_ms() + int(call.kwargs["seconds"] * 1000)
+            timeout_at = min(at, call.ctx._timeout_at)
+        else:  # promise
+            expected = "promise"
+            type_ = call.kwargs.get("type", Any)
+            tags = self._tags(call, "global", pid, expected)
+            tags[TAG_EXTERNAL] = "true"
+            timeout_at = self._deadline(call)
+        cached = self.cache.get(pid)
+        if cached is not None and cached.state != "pending":
+            self._check(cached, expected)
+            return type_
+        p = await self._create(PromiseCreate(pid, timeout_at, param, tags))
+        self._check(p, expected)
+        if p.state == "pending" and kind != "detached":
+            self.pending[pid] = None
+        return type_
+
+    async def _run_local(self, call: Call[Any]) -> Any:
+        worker = self.worker
+        fn = worker.registry.describe(call.fn)
+        pid = call.id
+        expected = f"run {fn.name}"
+        cached = self.cache.get(pid)
+        if cached is not None and cached.state != "pending":
+            self._check(cached, expected)
+            return worker.codec.outcome(cached, fn.returns, what=f"result of {fn.name} [{pid}]")
+        deadline = self._deadline(call)
+        if cached is None:
+            fn.check_call(call.args, call.kwargs)
+            p = await self._create(PromiseCreate(
+                pid, deadline, Value(), self._tags(call, "local", self.branch, expected)))
+            self._check(p, expected)
+            if p.state != "pending":
+                return worker.codec.outcome(p, fn.returns, what=f"result of {fn.name} [{pid}]")
+            deadline = p.timeout_at
+        try:
+            if fn.durable:
+                child = Context(self, pid, deadline, fn.name, call.ctx.id)
+                if fn.is_async:
+                    value = await fn.fn(child, *call.args, **call.kwargs)
+                else:
+                    value = await anyio.to_thread.run_sync(
+                        functools.partial(fn.fn, child, *call.args, **call.kwargs))
+            else:
+                value = await self._run_leaf(call, fn, deadline)
+            encoded = worker.codec.encode(value, what=f"result of ctx.run({fn.name}) [{pid}]")
+        except NonDeterminismError:
+            raise  # never recorded as the step's outcome: the execution fails as a whole
+        except Exception as exc:
+            error = worker.codec.encode_error(exc)
+            await self._settle(pid, "rejected", error)
+            self.log.info("step_failed", step_id=pid, function=fn.name, error=repr(exc))
+            rebuilt = worker.codec.decode_error(error)
+            if type(rebuilt) is type(exc):
+                raise
+            raise rebuilt from exc
+        await self._settle(pid, "resolved", encoded)
+        return value
+
+    async def _run_leaf(self, call: Call[Any], fn: Function, deadline: int) -> Any:
+        policy = call.opts.retry or self.worker.retry
+        attempt = 0
+        target = fn.fn
+        while True:
+            try:
+                if fn.is_async:
+                    return await target(*call.args, **call.kwargs)
+                if target in _INLINE:
+                    return target(*call.args, **call.kwargs)
+                return await anyio.to_thread.run_sync(
+                    functools.partial(target, *call.args, **call.kwargs))
+            except Exception as exc:
+                attempt += 1
+                delay = policy.delay(attempt) if policy.should_retry(exc) else None
+                clock = self.worker.clock
+                if delay is None or clock.now_ms() + delay * 1000 >= deadline:
+                    raise
+                self.log.info("step_retry", step_id=call.id, function=fn.name,
+                              retry=attempt, delay=delay, error=repr(exc))
+                await clock.sleep(delay)
+
+
+def _group_outcome(group: BaseExceptionGroup[Any]) -> Outcome:
+    """An exception group of only Suspended (and the cancellations they caused) is one
+    suspension; anything else in it is the function's failure."""
+    suspended, rest = group.split(Suspended)
+    if rest is None:
+        return Outcome("waiting")
+    lost, rest2 = rest.split((LeaseLost, PlatformFailure))
+    if lost is not None:
+        raise lost.exceptions[0]
+    if rest2 is not None and len(rest2.exceptions) == 1 and isinstance(
+            rest2.exceptions[0], Exception):
+        return Outcome("failed", error=rest2.exceptions[0])
+    error = rest2 if isinstance(rest2, Exception) else EncodingError(repr(rest2))
+    return Outcome("failed", error=error)

@@ -1,0 +1,6 @@
+"""Transports: how the SDK reaches a Resonate engine (embedded, or a server over HTTP)."""
+
+from resonate_async.transport._base import Transport
+from resonate_async.transport._embedded import EmbeddedTransport
+
+__all__ = ["EmbeddedTransport", "Transport"]

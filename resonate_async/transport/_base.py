@@ -1,0 +1,34 @@
+"""The transport seam: one protocol, interchangeable carriers (embedded engine, HTTP)."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Protocol
+
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from resonate_async.protocol import Message, Request, Response
+
+
+class Transport(Protocol):
+    """Carries requests to a Resonate engine and push messages back.
+
+    ``send`` never raises for an answer the engine gave (4xx/5xx come back as a ``Response``);
+    it raises ``ProtocolError`` for an answer it cannot understand, and ``TransportError`` when
+    the engine cannot be reached. Enter it (``async with``) before use.
+    """
+
+    async def send(self, request: Request) -> Response: ...
+
+    def subscribe(self, group: str, pid: str, *,
+                  accepts_work: bool = True) -> MemoryObjectReceiveStream[Message]:
+        """Open this process's message stream: unicast ``poll://uni@group/pid``, and anycast
+        ``poll://any@group`` when ``accepts_work``."""
+        ...
+
+    def unsubscribe(self, group: str, pid: str) -> None: ...
+
+    async def __aenter__(self) -> Transport: ...
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None: ...

@@ -1,0 +1,150 @@
+"""The embedded transport: the engine in this process, called directly (no JSON, no sockets).
+
+It routes the engine's push messages to the subscribers of this process (several ``Resonate``
+instances may share one transport, as workers of one engine) and runs the engine's timers in
+a background task that sleeps until the next deadline.
+"""
+
+from __future__ import annotations
+
+import math
+from types import TracebackType
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from resonate_async._clock import Clock, SystemClock
+from resonate_async.engine import Engine
+from resonate_async.protocol import Message, Request, Response
+
+log = structlog.get_logger(__name__)
+
+
+class _Subscriber:
+    __slots__ = ("accepts_work", "group", "pid", "stream")
+
+    def __init__(self, group: str, pid: str, accepts_work: bool,
+                 stream: MemoryObjectSendStream[Message]) -> None:
+        self.group = group
+        self.pid = pid
+        self.accepts_work = accepts_work
+        self.stream = stream
+
+
+class EmbeddedTransport:
+    """A ``Transport`` over an in-process ``Engine``.
+
+    The engine is synchronous; ``send`` runs it inline on the event loop (one SQLite
+    transaction is far cheaper than a thread hop). Enter the transport once per owner; it may
+    be shared, and the last owner to leave stops its timer task and closes the engine if the
+    transport created it.
+    """
+
+    def __init__(self, engine: Engine | None = None, *, clock: Clock | None = None,
+                 close_engine: bool | None = None) -> None:
+        self.engine = engine if engine is not None else Engine.memory()
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self._close_engine = engine is None if close_engine is None else close_engine
+        self._subscribers: dict[tuple[str, str], _Subscriber] = {}
+        self._rr: dict[str, int] = {}
+        self._owners = 0
+        self._tg: TaskGroup | None = None
+        self._wake = anyio.Event()
+        self._wake_at = math.inf
+        self.fence_preload = False
+
+    async def __aenter__(self) -> EmbeddedTransport:
+        self._owners += 1
+        if self._owners == 1:
+            self._tg = anyio.create_task_group()
+            await self._tg.__aenter__()
+            self._tg.start_soon(self._tick_forever)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._owners -= 1
+        if self._owners == 0 and self._tg is not None:
+            tg, self._tg = self._tg, None
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(None, None, None)
+            if self._close_engine:
+                self.engine.close()
+
+    async def send(self, request: Request) -> Response:
+        engine = self.engine
+        response = engine.execute(request, self.clock.now_ms(),
+                                  fence_preload=self.fence_preload)
+        self._deliver(engine.drain_messages())
+        due = engine.storage.next_written_deadline()
+        if due is not None and due < self._wake_at:
+            self._wake.set()
+        return response
+
+    def subscribe(self, group: str, pid: str, *,
+                  accepts_work: bool = True) -> MemoryObjectReceiveStream[Message]:
+        send, receive = anyio.create_memory_object_stream[Message](math.inf)
+        self._subscribers[(group, pid)] = _Subscriber(group, pid, accepts_work, send)
+        return receive
+
+    def unsubscribe(self, group: str, pid: str) -> None:
+        sub = self._subscribers.pop((group, pid), None)
+        if sub is not None:
+            sub.stream.close()
+
+    # delivery ---------------------------------------------------------------------------------
+    def _deliver(self, messages: list[tuple[str, Message]]) -> None:
+        for address, message in messages:
+            sub = self._route(address)
+            if sub is None:
+                log.debug("message_dropped", address=address, kind=type(message).__name__)
+                continue
+            try:
+                sub.stream.send_nowait(message)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._subscribers.pop((sub.group, sub.pid), None)
+
+    def _route(self, address: str) -> _Subscriber | None:
+        if not address.startswith("poll://"):
+            return None
+        mode, _, rest = address[7:].partition("@")
+        group, _, pid = rest.partition("/")
+        if mode == "uni":
+            return self._subscribers.get((group, pid))
+        if mode != "any":
+            return None
+        if pid:
+            sub = self._subscribers.get((group, pid))
+            if sub is not None and sub.accepts_work:
+                return sub
+        workers = [s for s in self._subscribers.values() if s.group == group and s.accepts_work]
+        if not workers:
+            return None
+        i = self._rr.get(group, 0)
+        self._rr[group] = i + 1
+        return workers[i % len(workers)]
+
+    # timers -----------------------------------------------------------------------------------
+    async def _tick_forever(self) -> None:
+        engine, clock = self.engine, self.clock
+        while True:
+            now = clock.now_ms()
+            due = engine.next_due()
+            if due is not None and due <= now:
+                engine.tick(now)
+                self._deliver(engine.drain_messages())
+                await anyio.lowlevel.checkpoint()
+                continue
+            self._wake = anyio.Event()
+            self._wake_at = math.inf if due is None else due
+            delay = math.inf if due is None else (due - now) / 1000
+            with anyio.move_on_after(delay):
+                await self._wake.wait()
+
+    def __repr__(self) -> str:
+        return f"EmbeddedTransport({self.engine!r})"
+
+
