@@ -84,3 +84,7 @@ class ContextError(ResonateError):
 
 class LeaseLostError(ResonateError):
     """This worker no longer holds the task (its lease expired or it was settled elsewhere)."""
+
+
+class TransportError(ResonateError):
+    """The Resonate engine or server could not be reached (connection refused, reset, ...)."""
