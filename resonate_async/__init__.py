@@ -1,6 +1,59 @@
-"""resonate_async: durable functions as plain ``async def``, on asyncio and trio."""
+"""resonate_async: durable functions as plain ``async def``, on asyncio and trio.
 
-from resonate_async._errors import InvalidIdError, ProtocolError, ResonateError
+Start with ``Resonate`` (an embedded engine by default), register functions with
+``@resonate.register``, and write durable steps as ``await ctx.run(...)``.
+"""
 
-__all__ = ["InvalidIdError", "ProtocolError", "ResonateError"]
+from resonate_async._client import Invoker, Resonate
+from resonate_async._context import Call, Context, Handle, Info
+from resonate_async._errors import (
+    ApplicationError,
+    CanceledError,
+    ContextError,
+    EncodingError,
+    InvalidIdError,
+    LeaseLostError,
+    NonDeterminismError,
+    NotFoundError,
+    NotStartedError,
+    ProtocolError,
+    RegistrationError,
+    ResonateError,
+    Suspended,
+    TimedOutError,
+    TransportError,
+)
+from resonate_async._records import PromiseRecord, ScheduleRecord
+from resonate_async._retry import Constant, Exponential, Linear, Never, RetryPolicy
+
+__all__ = [
+    "ApplicationError",
+    "Call",
+    "CanceledError",
+    "Constant",
+    "Context",
+    "ContextError",
+    "EncodingError",
+    "Exponential",
+    "Handle",
+    "Info",
+    "InvalidIdError",
+    "Invoker",
+    "LeaseLostError",
+    "Linear",
+    "Never",
+    "NonDeterminismError",
+    "NotFoundError",
+    "NotStartedError",
+    "PromiseRecord",
+    "ProtocolError",
+    "RegistrationError",
+    "Resonate",
+    "ResonateError",
+    "RetryPolicy",
+    "ScheduleRecord",
+    "Suspended",
+    "TimedOutError",
+    "TransportError",
+]
 __version__ = "0.1.0.dev0"

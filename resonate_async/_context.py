@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
+import anyio
+
 from resonate_async._errors import ContextError
 from resonate_async._retry import RetryPolicy
 from resonate_async.protocol import child_id
@@ -117,7 +119,13 @@ class Call(Generic[T]):
 
 
 class Handle(Generic[T]):
-    """A started durable call (or an execution): await it for its value."""
+    """A started durable call or execution: ``await handle`` (or ``await handle.result()``)
+    gives its value, or raises the error it failed with.
+
+    ``handle.id`` is its promise id. Handles made inside a durable function belong to the run
+    that made them; handles from ``Resonate.run``/``rpc``/``get`` can be awaited anywhere while
+    the ``Resonate`` is running.
+    """
 
     __slots__ = ("_state", "id")
 
@@ -127,6 +135,22 @@ class Handle(Generic[T]):
 
     def __await__(self) -> Generator[Any, None, T]:
         return self._state.wait(self).__await__()
+
+    async def result(self, timeout: float | timedelta | None = None) -> T:
+        """The value, waiting at most ``timeout`` (seconds or timedelta) for it.
+
+        Raises ``TimeoutError`` when the wait runs out (the durable work goes on), or the
+        error the work failed with.
+        """
+        if timeout is None:
+            return await self
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+        with anyio.fail_after(seconds):
+            return await self
+
+    async def done(self) -> bool:
+        """Whether the work has settled (completed or failed), without waiting for it."""
+        return bool(await self._state.done(self))
 
     def __repr__(self) -> str:
         return f"<Handle {self.id}>"

@@ -88,3 +88,7 @@ class LeaseLostError(ResonateError):
 
 class TransportError(ResonateError):
     """The Resonate engine or server could not be reached (connection refused, reset, ...)."""
+
+
+class NotFoundError(ResonateError, LookupError):
+    """No promise, task or schedule has the given id."""

@@ -27,6 +27,7 @@ from resonate_async.protocol import (
     Action,
     ActionHead,
     Claim,
+    Promise,
     PromiseRegisterCallback,
     PromiseSettle,
     Request,
@@ -62,6 +63,7 @@ class Worker:
         retry: RetryPolicy,
         concurrency: int,
         dependency: Callable[[type[Any]], Any],
+        on_settled: Callable[[Promise], None] = lambda _: None,
     ) -> None:
         self.transport = transport
         self.codec = codec
@@ -73,6 +75,7 @@ class Worker:
         self.retry = retry
         self.limiter = anyio.CapacityLimiter(concurrency)
         self.dependency = dependency
+        self.on_settled = on_settled
         self.held: dict[str, int] = {}
 
     def target_address(self, target: str | None) -> str:
@@ -105,6 +108,11 @@ class Worker:
                 log.debug("task_not_acquired", task_id=task_id, status=response.status)
                 return
             await self.run_claim(response.data)
+
+    async def run_claimed(self, claim: Claim) -> None:
+        """Drive a task this process claimed itself (``task.create``), within the cap."""
+        async with self.limiter:
+            await self.run_claim(claim)
 
     async def run_claim(self, claim: Claim) -> None:
         """Drive one claimed task until it is fulfilled, suspended, released or lost."""
@@ -181,6 +189,7 @@ class Worker:
             await self._release(tid, version)
             return
         if response.status == 200:
+            self.on_settled(response.data.promise)
             if state == "resolved":
                 tlog.info("execution_completed")
             else:

@@ -81,24 +81,27 @@ class Outcome:
 class _LocalState:
     """A spawned local step running in the execution's task group."""
 
-    __slots__ = ("done", "error", "execution", "run", "suspended", "value")
+    __slots__ = ("error", "execution", "finished", "run", "suspended", "value")
 
     def __init__(self, execution: Execution) -> None:
         self.execution = execution
         self.run = execution.run_number
-        self.done = anyio.Event()
+        self.finished = anyio.Event()
         self.value: Any = None
         self.error: BaseException | None = None
         self.suspended: Suspended | None = None
 
     async def wait(self, handle: Handle[Any]) -> Any:
         self.execution.check_handle(handle, self.run)
-        await self.done.wait()
+        await self.finished.wait()
         if self.suspended is not None:
             raise Suspended(self.suspended.promise_id)
         if self.error is not None:
             raise self.error
         return self.value
+
+    async def done(self, handle: Handle[Any]) -> bool:
+        return self.finished.is_set()
 
 
 class _RemoteState:
@@ -116,6 +119,10 @@ class _RemoteState:
         ex.check_handle(handle, self.run)
         await anyio.lowlevel.checkpoint()
         return ex.remote_outcome(handle.id, self.type)
+
+    async def done(self, handle: Handle[Any]) -> bool:
+        p = self.execution.cache.get(handle.id)
+        return p is not None and p.state != "pending"
 
 
 class Execution:
@@ -290,7 +297,7 @@ class Execution:
         except Exception as exc:
             state.error = exc
         finally:
-            state.done.set()
+            state.finished.set()
 
     def remote_outcome(self, promise_id: str, type_: Any) -> Any:
         p = self.cache.get(promise_id)

@@ -1,0 +1,498 @@
+"""``Resonate``: configuration, registration, invocation, and the worker it runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from collections.abc import Callable, Coroutine
+from contextlib import AsyncExitStack
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, Final, ParamSpec, TypeVar, overload
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from resonate_async._clock import Clock, SystemClock
+from resonate_async._codec import Codec
+from resonate_async._context import Handle
+from resonate_async._errors import (
+    ContextError,
+    NotFoundError,
+    NotStartedError,
+    RegistrationError,
+    ResonateError,
+)
+from resonate_async._promises import Promises, Schedules
+from resonate_async._retry import Exponential, RetryPolicy
+from resonate_async._status import expect_ok
+from resonate_async.core._driver import HEAD, Worker
+from resonate_async.core._registry import Function, Registry
+from resonate_async.protocol import (
+    TAG_BRANCH,
+    TAG_ORIGIN,
+    TAG_PARENT,
+    TAG_SCOPE,
+    TAG_TARGET,
+    Action,
+    Execute,
+    Message,
+    Promise,
+    PromiseCreate,
+    PromiseGet,
+    PromiseRegisterListener,
+    Request,
+    Response,
+    TaskCreate,
+    check_root_id,
+)
+from resonate_async.transport import EmbeddedTransport, Transport
+
+log = structlog.get_logger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_TIMEOUT: Final = timedelta(days=1)
+
+
+def _seconds(value: float | timedelta, what: str) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds <= 0:
+        raise ValueError(f"{what} must be a positive number of seconds or a timedelta, "
+                         f"got {value!r}")
+    return float(seconds)
+
+
+class _Waiter:
+    """Everyone awaiting one promise in this process shares one of these."""
+
+    __slots__ = ("event", "listening", "promise")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.promise: Promise | None = None
+        self.listening = False
+
+
+class _RootState:
+    """The state behind a handle returned by ``Resonate.run``/``rpc``/``get``."""
+
+    __slots__ = ("client", "type")
+
+    def __init__(self, client: Resonate, type_: Any) -> None:
+        self.client = client
+        self.type = type_
+
+    async def wait(self, handle: Handle[Any]) -> Any:
+        p = await self.client._settled_promise(handle.id)
+        return self.client.codec.outcome(p, self.type, what=f"result of {handle.id}")
+
+    async def done(self, handle: Handle[Any]) -> bool:
+        return await self.client._is_settled(handle.id)
+
+
+class Resonate:
+    """A Resonate application: its functions, its engine connection and its worker.
+
+    * ``Resonate()``: an embedded engine in memory (zero infrastructure);
+    * ``Resonate(path="app.db")``: an embedded engine in a SQLite file that survives restarts
+      (one live process holds the file);
+    * ``Resonate(url="http://localhost:8001")``: a Resonate server (``RESONATE_URL`` and
+      ``RESONATE_TOKEN`` in the environment are honoured when no argument chooses).
+
+    Construction needs no event loop. ``async with resonate:`` starts everything it owns (the
+    transport, the message loop, the worker, heartbeats) and stops it on exit, releasing any
+    task still held. ``await resonate.serve()`` runs it as a worker until cancelled.
+    """
+
+    def __init__(
+        self,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        url: str | None = None,
+        token: str | None = None,
+        group: str = "default",
+        pid: str | None = None,
+        ttl: float | timedelta = 60.0,
+        concurrency: int = 64,
+        retry: RetryPolicy | None = None,
+        timeout: float | timedelta = DEFAULT_TIMEOUT,
+        worker: bool = True,
+        listen_interval: float = 60.0,
+        clock: Clock | None = None,
+        transport: Transport | None = None,
+    ) -> None:
+        if sum(x is not None for x in (path, url, transport)) > 1:
+            raise ValueError("give at most one of path=, url= and transport=")
+        if path is None and url is None and transport is None:
+            url = os.environ.get("RESONATE_URL") or None
+        if token is None:
+            token = os.environ.get("RESONATE_TOKEN") or None
+        if not isinstance(group, str) or not group or any(c in group for c in "/@: "):
+            raise ValueError(f"group must be a non-empty name without '/', '@', ':' or spaces, "
+                             f"got {group!r}")
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.group = group
+        self.pid = pid or uuid.uuid4().hex
+        self.url = url
+        self.token = token
+        self.accepts_work = worker
+        self.ttl_ms = int(_seconds(ttl, "ttl") * 1000)
+        self.timeout_ms = int(_seconds(timeout, "timeout") * 1000)
+        self.listen_interval = listen_interval
+        self.codec = Codec()
+        self.registry = Registry()
+        self._dependencies: dict[type[Any], Any] = {}
+        if transport is not None:
+            self.transport: Transport = transport
+        elif url is not None:
+            from resonate_async.transport import HttpTransport
+
+            self.transport = HttpTransport(url, token=token)
+        elif path is not None:
+            from resonate_async.engine import Engine
+
+            self.transport = EmbeddedTransport(Engine.sqlite(os.fspath(path)), clock=self.clock,
+                                               close_engine=True)
+        else:
+            self.transport = EmbeddedTransport(clock=self.clock)
+        self.worker = Worker(
+            transport=self.transport, codec=self.codec, registry=self.registry,
+            clock=self.clock, pid=self.pid, group=group, ttl_ms=self.ttl_ms,
+            retry=retry or Exponential(), concurrency=concurrency,
+            dependency=self._dependency, on_settled=self._on_settled,
+        )
+        self.promises = Promises(self)
+        self.schedules = Schedules(self)
+        self._waiters: dict[str, _Waiter] = {}
+        self._tg: TaskGroup | None = None
+        self._stack: AsyncExitStack | None = None
+
+    # registration -----------------------------------------------------------------------------
+    @overload
+    def register(self, fn: F, /) -> F: ...
+
+    @overload
+    def register(self, *, name: str | None = None, version: int = 1) -> Callable[[F], F]: ...
+
+    def register(self, fn: F | None = None, /, *, name: str | None = None,
+                 version: int = 1) -> F | Callable[[F], F]:
+        """Register a function so it can be invoked durably, by (name, version).
+
+        Use as ``@resonate.register`` or ``@resonate.register(name="charge", version=2)``.
+        The function is returned unchanged. A durable function takes a ``Context`` first.
+        """
+        def add(f: F) -> F:
+            self.registry.add(f, name, version)
+            return f
+
+        return add(fn) if fn is not None else add
+
+    def register_error(self, cls: type[BaseException]) -> None:
+        """Rebuild errors of type ``cls`` when they cross a durable boundary (else they come
+        back as ``ApplicationError`` naming the original type)."""
+        self.codec.register_error(cls)
+
+    def set_dependency(self, obj: Any, type_: type[Any] | None = None) -> None:
+        """Make ``obj`` available to durable functions as ``ctx.get_dependency(type_)``
+        (``type_`` defaults to ``type(obj)``)."""
+        self._dependencies[type_ if type_ is not None else type(obj)] = obj
+
+    def _dependency(self, type_: type[Any]) -> Any:
+        found = self._dependencies.get(type_)
+        if found is None:
+            for registered, obj in self._dependencies.items():
+                if isinstance(registered, type) and issubclass(registered, type_):
+                    return obj
+            raise ContextError(f"no dependency of type {getattr(type_, '__name__', type_)}: "
+                               "provide one with resonate.set_dependency(obj)")
+        return found
+
+    # lifecycle --------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """Whether ``async with resonate:`` (or ``serve()``) is active."""
+        return self._tg is not None
+
+    async def __aenter__(self) -> Resonate:
+        if self._stack is not None:
+            raise ResonateError("this Resonate is already running; enter it only once")
+        stack = AsyncExitStack()
+        try:
+            await stack.enter_async_context(self.transport)  # type: ignore[arg-type]
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            stream = self.transport.subscribe(self.group, self.pid,
+                                              accepts_work=self.accepts_work)
+            stack.callback(self.transport.unsubscribe, self.group, self.pid)
+            stack.callback(tg.cancel_scope.cancel)
+            tg.start_soon(self._receive, stream)
+            tg.start_soon(self.worker.heartbeat_forever)
+            tg.start_soon(self._relisten_forever)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack, self._tg = stack, tg
+        log.info("resonate_started", pid=self.pid, group=self.group,
+                 transport=type(self.transport).__name__)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        stack, self._stack = self._stack, None
+        self._tg = None
+        for waiter in self._waiters.values():
+            waiter.event.set()  # wake waiters: they see that the client stopped
+        if stack is not None:
+            await stack.__aexit__(exc_type, exc, tb)
+        log.info("resonate_stopped", pid=self.pid)
+
+    async def serve(self) -> None:
+        """Run as a worker until cancelled (or SIGINT/SIGTERM, when run in the main thread).
+
+        On stop it takes no more work, releases the tasks it still holds (another worker
+        picks them up and replays them) and returns.
+        """
+        if self.running:
+            await self._wait_for_stop_signal()
+            return
+        async with self:
+            await self._wait_for_stop_signal()
+
+    async def _wait_for_stop_signal(self) -> None:
+        try:
+            receiver = anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
+            with receiver as signals:
+                async for signum in signals:
+                    log.info("resonate_stopping", signal=signal.Signals(signum).name)
+                    return
+        except (ValueError, RuntimeError, NotImplementedError):
+            # not the main thread (or no signal support): wait for cancellation only
+            await anyio.sleep_forever()
+
+    def _require_running(self, what: str) -> TaskGroup:
+        if self._tg is None:
+            raise NotStartedError(
+                f"{what} needs a running Resonate: use it inside `async with resonate:` (or "
+                "while `await resonate.serve()` runs)"
+            )
+        return self._tg
+
+    # the message loop -------------------------------------------------------------------------
+    async def _receive(self, stream: MemoryObjectReceiveStream[Message]) -> None:
+        tg = self._tg
+        assert tg is not None
+        async with stream:
+            async for message in stream:
+                if isinstance(message, Execute):
+                    tg.start_soon(self.worker.on_execute, message.task_id, message.version)
+                else:
+                    self._on_settled(message.promise)
+
+    def _on_settled(self, promise: Promise) -> None:
+        if promise.state == "pending":
+            return
+        waiter = self._waiters.pop(promise.id, None)
+        if waiter is not None:
+            waiter.promise = promise
+            waiter.event.set()
+
+    async def _relisten_forever(self) -> None:
+        """Unblock messages can be lost: re-register listeners of unsettled handles."""
+        while True:
+            await self.clock.sleep(self.listen_interval)
+            for pid, waiter in list(self._waiters.items()):
+                if waiter.listening and waiter.promise is None:
+                    try:
+                        await self._listen(pid)
+                    except ResonateError as exc:
+                        log.warning("listener_refresh_failed", promise_id=pid, error=str(exc))
+
+    async def send(self, request: Request) -> Response:
+        """Send one protocol request through the transport (low level)."""
+        return await self.transport.send(request)
+
+    def address(self) -> str:
+        """This process's unicast address (where its listeners' unblock messages go)."""
+        return f"poll://uni@{self.group}/{self.pid}"
+
+    def target(self, target: str | None = None) -> str:
+        """The address for a target: a group name ``g`` becomes ``poll://any@g``."""
+        return self.worker.target_address(target)
+
+    async def _listen(self, promise_id: str) -> None:
+        response = await self.send(PromiseRegisterListener(promise_id, self.address()))
+        if response.status == 404:
+            raise NotFoundError(f"no promise with id {promise_id!r}")
+        if response.status != 200:
+            raise ResonateError(f"cannot await promise {promise_id!r}: {response.data}")
+        self._on_settled(response.data.promise)
+
+    async def _settled_promise(self, promise_id: str) -> Promise:
+        self._require_running(f"awaiting {promise_id}")
+        waiter = self._waiters.get(promise_id)
+        if waiter is None:
+            waiter = self._waiters[promise_id] = _Waiter()
+        if not waiter.listening:
+            waiter.listening = True
+            try:
+                await self._listen(promise_id)
+            except BaseException:
+                waiter.listening = False
+                raise
+        await waiter.event.wait()
+        if waiter.promise is None:
+            raise NotStartedError(f"the Resonate stopped while awaiting {promise_id}")
+        return waiter.promise
+
+    async def _is_settled(self, promise_id: str) -> bool:
+        waiter = self._waiters.get(promise_id)
+        if waiter is not None and waiter.promise is not None:
+            return True
+        response = await self.send(PromiseGet(promise_id))
+        if response.status == 404:
+            raise NotFoundError(f"no promise with id {promise_id!r}")
+        expect_ok(response, "promise.get")
+        return bool(response.data.promise.state != "pending")
+
+    # invocation -------------------------------------------------------------------------------
+    def options(self, *, timeout: float | timedelta | None = None, target: str | None = None,
+                version: int | None = None, tags: dict[str, str] | None = None) -> Invoker:
+        """``resonate.options(timeout=..., target=..., version=..., tags=...).run(...)``."""
+        return Invoker(self, timeout=timeout, target=target, version=version, tags=tags)
+
+    @overload
+    async def run(self, id: str, fn: Callable[P, Coroutine[Any, Any, T]], /,  # noqa: A002
+                  *args: P.args, **kwargs: P.kwargs) -> Handle[T]: ...
+
+    @overload
+    async def run(self, id: str, fn: Callable[P, T], /,  # noqa: A002
+                  *args: P.args, **kwargs: P.kwargs) -> Handle[T]: ...
+
+    @overload
+    async def run(self, id: str, fn: str, /, *args: Any,  # noqa: A002
+                  **kwargs: Any) -> Handle[Any]: ...
+
+    async def run(self, id: str, fn: Any, /, *args: Any,  # noqa: A002
+                  **kwargs: Any) -> Handle[Any]:
+        """Start ``fn(*args, **kwargs)`` as execution ``id`` in this process.
+
+        ``fn`` is a registered function (or its registered name). The id is the idempotency
+        key: running an id again returns a handle on the first run's outcome, whatever the
+        new arguments; an unfinished execution of that id (from a crashed process) resumes.
+        """
+        return await Invoker(self).run(id, fn, *args, **kwargs)
+
+    async def rpc(self, id: str, fn: Any, /, *args: Any,  # noqa: A002
+                  **kwargs: Any) -> Handle[Any]:
+        """Start ``fn(*args, **kwargs)`` as execution ``id`` on any worker of the target
+        group (by default this one's). ``fn`` is a function name or a registered function."""
+        return await Invoker(self).rpc(id, fn, *args, **kwargs)
+
+    async def get(self, id: str) -> Handle[Any]:  # noqa: A002
+        """A handle on the existing promise ``id``; raises ``NotFoundError`` if there is none."""
+        self._require_running("resonate.get")
+        response = await self.send(PromiseGet(id))
+        if response.status == 404:
+            raise NotFoundError(f"no promise with id {id!r}")
+        expect_ok(response, "promise.get")
+        p: Promise = response.data.promise
+        self._on_settled(p)
+        type_: Any = Any
+        try:
+            invocation = self.codec.decode_invocation(p.param)
+            found = self.registry.lookup_name(invocation.func, invocation.version)
+            if found is not None:
+                type_ = found.returns
+        except ResonateError:
+            pass
+        return Handle(id, _RootState(self, type_))
+
+
+class Invoker:
+    """``Resonate.run``/``rpc`` with options (``resonate.options(...)``)."""
+
+    def __init__(self, client: Resonate, *, timeout: float | timedelta | None = None,
+                 target: str | None = None, version: int | None = None,
+                 tags: dict[str, str] | None = None) -> None:
+        self.client = client
+        self.timeout_ms = (client.timeout_ms if timeout is None
+                           else int(_seconds(timeout, "timeout") * 1000))
+        self.target = target
+        self.version = version
+        self.tags = dict(tags or {})
+        for key in self.tags:
+            if key.startswith("resonate:"):
+                raise ValueError(f"tag {key!r}: the 'resonate:' prefix is reserved for the "
+                                 "protocol; choose another key")
+
+    def _function(self, fn: Any, *, local: bool) -> tuple[str, int, Any]:
+        registry = self.client.registry
+        if isinstance(fn, str):
+            if local:
+                found: Function = registry.get(fn, self.version)
+                return found.name, found.version, found.returns
+            found_remote = registry.lookup_name(fn, self.version)
+            returns = found_remote.returns if found_remote is not None else Any
+            return fn, self.version or 1, returns
+        found_fn = registry.lookup(fn)
+        if found_fn is None:
+            name = getattr(fn, "__qualname__", repr(fn))
+            raise RegistrationError(f"{name} is not registered: decorate it with "
+                                    "@resonate.register (or pass its registered name)")
+        return found_fn.name, self.version or found_fn.version, found_fn.returns
+
+    def _create(self, id: str, name: str, version: int, args: tuple[Any, ...],  # noqa: A002
+                kwargs: dict[str, Any], target: str) -> PromiseCreate:
+        client = self.client
+        param = client.codec.encode_invocation(name, args, kwargs, version)
+        tags = {**self.tags, TAG_ORIGIN: id, TAG_BRANCH: id, TAG_PARENT: id,
+                TAG_SCOPE: "global", TAG_TARGET: target}
+        return PromiseCreate(id, client.clock.now_ms() + self.timeout_ms, param, tags)
+
+    async def run(self, id: str, fn: Any, /, *args: Any, **kwargs: Any) -> Handle[Any]:  # noqa: A002
+        """See ``Resonate.run``."""
+        client = self.client
+        tg = client._require_running("resonate.run")
+        check_root_id(id)
+        name, version, returns = self._function(fn, local=True)
+        client.registry.get(name, version).check_call(args, kwargs)
+        target = (client.target(self.target) if self.target is not None
+                  else f"poll://any@{client.group}/{client.pid}")
+        create = self._create(id, name, version, args, kwargs, target)
+        response = await client.send(
+            TaskCreate(client.pid, client.ttl_ms, Action("promise.create", HEAD, create)))
+        if response.status == 200:
+            claim = response.data
+            client._on_settled(claim.promise)
+            if claim.task.state == "acquired":
+                log.info("execution_created", promise_id=id, function=name)
+                tg.start_soon(client.worker.run_claimed, claim)
+        elif response.status == 422:
+            raise ResonateError(f"promise {id!r} already exists and is not an execution (it "
+                                "was created with resonate.promises.create?); use another id")
+        elif response.status != 409:  # 409: already running elsewhere; just await it
+            expect_ok(response, "task.create")
+        return Handle(id, _RootState(client, returns))
+
+    async def rpc(self, id: str, fn: Any, /, *args: Any, **kwargs: Any) -> Handle[Any]:  # noqa: A002
+        """See ``Resonate.rpc``."""
+        client = self.client
+        client._require_running("resonate.rpc")
+        check_root_id(id)
+        name, version, returns = self._function(fn, local=False)
+        found = client.registry.lookup_name(name, version)
+        if found is not None:
+            found.check_call(args, kwargs)
+        create = self._create(id, name, version, args, kwargs, client.target(self.target))
+        response = await client.send(create)
+        expect_ok(response, "promise.create")
+        client._on_settled(response.data.promise)
+        return Handle(id, _RootState(client, returns))
+

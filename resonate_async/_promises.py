@@ -1,0 +1,175 @@
+"""``resonate.promises`` and ``resonate.schedules``: durable promises and cron schedules."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Final
+
+from resonate_async._errors import ApplicationError, RegistrationError
+from resonate_async._records import PromiseRecord, ScheduleRecord
+from resonate_async._status import expect_ok
+from resonate_async.protocol import (
+    TAG_EXTERNAL,
+    PromiseCreate,
+    PromiseGet,
+    PromiseSearch,
+    PromiseSettle,
+    ScheduleCreate,
+    ScheduleDelete,
+    ScheduleGet,
+    ScheduleSearch,
+    SettleState,
+    Value,
+    check_root_id,
+)
+
+if TYPE_CHECKING:
+    from resonate_async._client import Resonate
+
+SCHEDULE_TEMPLATE: Final = "{{.id}}-{{.timestamp}}"
+
+
+def _ms(value: float | timedelta, what: str) -> int:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
+        raise ValueError(f"{what} must be a non-negative number of seconds or a timedelta, "
+                         f"got {value!r}")
+    return int(seconds * 1000)
+
+
+def _check_tags(tags: dict[str, str] | None) -> dict[str, str]:
+    out = dict(tags or {})
+    for key, value in out.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"tags map str to str; got {key!r}: {value!r}")
+    return out
+
+
+class Promises:
+    """Durable promises by id: create them, settle them from outside, read and search them.
+
+    A promise created here (or by ``ctx.promise()``) is settled by whoever holds its id:
+    ``await resonate.promises.resolve(id, value)``. Settling is first-writer-wins: the record
+    returned tells which state the promise is really in.
+    """
+
+    def __init__(self, client: Resonate) -> None:
+        self._client = client
+
+    async def create(self, id: str, *, timeout: float | timedelta,  # noqa: A002
+                     param: Any = None, tags: dict[str, str] | None = None) -> PromiseRecord:
+        """Create promise ``id`` (or return the existing one) that times out after
+        ``timeout``; it can be awaited (``resonate.get(id)``) and settled from outside."""
+        check_root_id(id)
+        client = self._client
+        all_tags = {**_check_tags(tags), TAG_EXTERNAL: "true"}
+        deadline = client.clock.now_ms() + _ms(timeout, "timeout")
+        value = client.codec.encode(param, what=f"param of promise {id!r}")
+        return await self._one(PromiseCreate(id, deadline, value, all_tags), id)
+
+    async def get(self, id: str) -> PromiseRecord:  # noqa: A002
+        """The promise ``id``; raises ``NotFoundError`` if there is none."""
+        return await self._one(PromiseGet(id), id)
+
+    async def resolve(self, id: str, value: Any = None) -> PromiseRecord:  # noqa: A002
+        """Resolve promise ``id`` with ``value`` (no-op if it is settled already)."""
+        encoded = self._client.codec.encode(value, what=f"value of promise {id!r}")
+        return await self._settle(id, "resolved", encoded)
+
+    async def reject(self, id: str, error: BaseException | str) -> PromiseRecord:  # noqa: A002
+        """Reject promise ``id`` with ``error`` (an exception, or a message)."""
+        exc = error if isinstance(error, BaseException) else ApplicationError(str(error))
+        return await self._settle(id, "rejected", self._client.codec.encode_error(exc))
+
+    async def cancel(self, id: str) -> PromiseRecord:  # noqa: A002
+        """Cancel promise ``id``: awaiting it raises ``CanceledError``."""
+        return await self._settle(id, "rejected_canceled", Value())
+
+    async def search(self, *, state: str | None = None, tags: dict[str, str] | None = None,
+                     page_size: int = 100) -> AsyncIterator[PromiseRecord]:
+        """Every promise matching ``state`` and all of ``tags``, by id, page by page."""
+        client = self._client
+        cursor: str | None = None
+        while True:
+            response = await client.send(PromiseSearch(
+                state, _check_tags(tags) or None, page_size, cursor))  # type: ignore[arg-type]
+            expect_ok(response, "promise.search")
+            for p in response.data.promises:
+                yield PromiseRecord.of(p, client.codec)
+            cursor = response.data.cursor
+            if cursor is None:
+                return
+
+    async def _settle(self, id: str, state: SettleState, value: Value) -> PromiseRecord:  # noqa: A002
+        return await self._one(PromiseSettle(id, state, value), id)
+
+    async def _one(self, request: Any, id: str) -> PromiseRecord:  # noqa: A002
+        client = self._client
+        response = await client.send(request)
+        expect_ok(response, request.KIND, subject=repr(id))
+        client._on_settled(response.data.promise)
+        return PromiseRecord.of(response.data.promise, client.codec)
+
+
+class Schedules:
+    """Cron schedules: each firing starts a new execution of a registered function."""
+
+    def __init__(self, client: Resonate) -> None:
+        self._client = client
+
+    async def create(self, id: str, cron: str, fn: str | Callable[..., Any], /,  # noqa: A002
+                     *args: Any, timeout: float | timedelta = timedelta(days=1),
+                     target: str | None = None, **kwargs: Any) -> ScheduleRecord:
+        """Fire ``fn(*args, **kwargs)`` on ``cron`` (5 fields, UTC; 6 with leading seconds).
+
+        Each firing is an execution with id ``{id}-{fire time in ms}``, run by a worker of
+        ``target`` (default: this worker's group) within ``timeout``. Creating an existing
+        schedule id returns it unchanged.
+        """
+        client = self._client
+        check_root_id(id)
+        if isinstance(fn, str):
+            name, version = fn, 1
+            found = client.registry.lookup_name(fn)
+            if found is not None:
+                version = found.version
+                found.check_call(args, kwargs)
+        else:
+            registered = client.registry.lookup(fn)
+            if registered is None:
+                raise RegistrationError(
+                    f"{getattr(fn, '__qualname__', fn)} is not registered: decorate it with "
+                    "@resonate.register before scheduling it")
+            name, version = registered.name, registered.version
+            registered.check_call(args, kwargs)
+        param = client.codec.encode_invocation(name, args, kwargs, version)
+        request = ScheduleCreate(id, cron, SCHEDULE_TEMPLATE, _ms(timeout, "timeout"), param,
+                                 {"resonate:target": client.target(target)})
+        response = await client.send(request)
+        expect_ok(response, "schedule.create", subject=repr(id))
+        return ScheduleRecord.of(response.data.schedule, client.codec)
+
+    async def get(self, id: str) -> ScheduleRecord:  # noqa: A002
+        """The schedule ``id``; raises ``NotFoundError`` if there is none."""
+        response = await self._client.send(ScheduleGet(id))
+        expect_ok(response, "schedule.get", subject=repr(id))
+        return ScheduleRecord.of(response.data.schedule, self._client.codec)
+
+    async def delete(self, id: str) -> None:  # noqa: A002
+        """Stop schedule ``id`` (executions it already started go on)."""
+        response = await self._client.send(ScheduleDelete(id))
+        expect_ok(response, "schedule.delete", subject=repr(id))
+
+    async def search(self, *, page_size: int = 100) -> AsyncIterator[ScheduleRecord]:
+        """Every schedule, by id."""
+        client = self._client
+        cursor: str | None = None
+        while True:
+            response = await client.send(ScheduleSearch(None, page_size, cursor))
+            expect_ok(response, "schedule.search")
+            for s in response.data.schedules:
+                yield ScheduleRecord.of(s, client.codec)
+            cursor = response.data.cursor
+            if cursor is None:
+                return
