@@ -32,6 +32,7 @@ from resonate_async.protocol import (
     TAG_DELAY,
     TAG_ORIGIN,
     TAG_PARENT,
+    TAG_PREFIX,
     TAG_SCHEDULE,
     TAG_TARGET,
     ActionResult,
@@ -50,6 +51,7 @@ from resonate_async.protocol import (
     PromiseResult,
     PromiseSearch,
     PromiseSettle,
+    PromiseState,
     Request,
     Response,
     ResponseHead,
@@ -89,6 +91,7 @@ DEFAULT_RETRY_TIMEOUT: Final = 30_000
 _EMPTY: Final = Empty()
 _OK_EMPTY: Final = Response(200, _EMPTY)
 _BATCH: Final = 1000
+_I64_MAX: Final = 2**63 - 1
 _MAX_FIRINGS_PER_TICK: Final = 10_000
 
 
@@ -102,6 +105,11 @@ class _Refused(Exception):
 
 def _refuse(status: int, message: str) -> NoReturn:
     raise _Refused(status, message)
+
+
+def _after(now: int, duration: int) -> int:
+    """``now + duration``, saturated to the 64-bit range every storage can hold."""
+    return min(now + duration, _I64_MAX)
 
 
 def _limit(limit: int | None, default: int) -> int:
@@ -203,7 +211,18 @@ class Engine:
             return Response(500, f"Internal error: {exc}")
 
     def handle(self, body: bytes, now: int) -> bytes:
-        """Answer one ``POST /`` body with its response envelope (HTTP status = head.status)."""
+        """Answer one ``POST /`` body with its response envelope (HTTP status = head.status).
+
+        Never raises: whatever the bytes, the answer is an envelope (4xx for a broken request,
+        500 for a failure of the engine itself).
+        """
+        try:
+            return self._handle(body, now)
+        except Exception as exc:
+            log.exception("engine_handle_failed")
+            return encode_response("unknown", "0", Response(500, f"Internal error: {exc}"))
+
+    def _handle(self, body: bytes, now: int) -> bytes:
         env = parse_envelope(body)
         if not hasattr(env, "data"):
             return encode_response(env.kind, env.corr_id, Response(env.status, env.message))
@@ -223,7 +242,7 @@ class Engine:
         if kind == "task.fence":
             try:
                 action = msgspec.json.decode(data, type=dict[str, Any]).get("action")
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, UnicodeDecodeError):
                 action = None
             inner_kind = action.get("kind") if isinstance(action, dict) else None
             if isinstance(action, dict) and inner_kind not in ("promise.create", "promise.settle"):
@@ -283,10 +302,11 @@ class Engine:
         return p
 
     def _time_out(self, p: Promise, now: int) -> Promise:
-        state = "resolved" if is_timer(p.tags) else "rejected_timedout"
-        return self._settle(p, state, EMPTY_VALUE, p.timeout_at, now)
+        return self._settle(p, _expired_state(p.tags), EMPTY_VALUE, p.timeout_at, now)
 
-    def _settle(self, p: Promise, state: str, value: Value, settled_at: int, now: int) -> Promise:
+    def _settle(
+        self, p: Promise, state: PromiseState, value: Value, settled_at: int, now: int
+    ) -> Promise:
         """Settle ``p`` and run the settlement cascade (protocol.md §4.3)."""
         storage = self.storage
         settled = msgspec.structs.replace(p, state=state, value=value, settled_at=settled_at)
@@ -318,7 +338,7 @@ class Engine:
         """Store ``row`` as pending with a retry timer and queue its execute message."""
         row = msgspec.structs.replace(
             row, state="pending", ttl=None, pid=None, timer=RETRY_TIMER,
-            timer_at=(at if at is not None else now + self.retry_timeout),
+            timer_at=(at if at is not None else _after(now, self.retry_timeout)),
         )
         self.storage.put_task(row)
         if at is None:
@@ -336,7 +356,8 @@ class Engine:
         self._dispatch(TaskRow(row.id, "pending", row.version, row.resumes), now)
 
     def _claim(self, row: TaskRow, pid: str, ttl: int, now: int) -> TaskRow:
-        claimed = TaskRow(row.id, "acquired", row.version + 1, 0, ttl, pid, LEASE_TIMER, now + ttl)
+        claimed = TaskRow(row.id, "acquired", row.version + 1, 0, ttl, pid, LEASE_TIMER,
+                          _after(now, ttl))
         self.storage.put_task(claimed)
         return claimed
 
@@ -357,9 +378,8 @@ class Engine:
         tags = data.tags
         target = tags.get(TAG_TARGET)
         if now >= data.timeout_at:
-            state = "resolved" if is_timer(tags) else "rejected_timedout"
-            p = Promise(data.id, state, data.param, EMPTY_VALUE, tags, data.timeout_at,
-                        data.timeout_at, data.timeout_at)
+            p = Promise(data.id, _expired_state(tags), data.param, EMPTY_VALUE, tags,
+                        data.timeout_at, data.timeout_at, data.timeout_at)
             self.storage.insert_promise(p, armed=False)
             if target is not None:
                 self.storage.put_task(TaskRow(data.id, "fulfilled", 0))
@@ -473,9 +493,9 @@ class Engine:
         p = self._try_timeout(data.id, now)
         if p is None:
             p = self._create(data, now, claim=(req.pid, req.ttl))
-            row = self._get_task(p.id)
-            preload = self._preload(p) if row.state == "acquired" else []
-            return Response(200, Claim(row.record(), p, preload))
+            new = self._get_task(p.id)
+            preload = self._preload(p) if new.state == "acquired" else []
+            return Response(200, Claim(new.record(), p, preload))
         row = self.storage.get_task(p.id)
         if row is None:
             return Response(422, "The promise does not have a resonate:target tag")
@@ -582,7 +602,7 @@ class Engine:
             row = self.storage.get_task(ref.id)
             if (row is not None and row.state == "acquired" and row.version == ref.version
                     and row.pid == req.pid and row.ttl is not None):
-                self.storage.put_task(msgspec.structs.replace(row, timer_at=now + row.ttl))
+                self.storage.put_task(msgspec.structs.replace(row, timer_at=_after(now, row.ttl)))
         return _OK_EMPTY
 
     def _task_halt(self, req: TaskHalt, now: int, _: str) -> Response:
@@ -698,10 +718,10 @@ class Engine:
         pid = s.promise_id.replace("{{.id}}", s.id).replace("{{.timestamp}}", str(at))
         if self.storage.get_promise(pid) is None:
             tags = {**s.promise_tags, TAG_SCHEDULE: s.id, TAG_ORIGIN: pid, TAG_BRANCH: pid,
-                    TAG_PARENT: pid}
-            timeout_at = at + s.promise_timeout
+                    TAG_PARENT: pid, TAG_PREFIX: pid}
+            timeout_at = _after(at, s.promise_timeout)
             if now >= timeout_at:
-                p = Promise(pid, "rejected_timedout", s.promise_param, EMPTY_VALUE, tags,
+                p = Promise(pid, _expired_state(tags), s.promise_param, EMPTY_VALUE, tags,
                             timeout_at, at, timeout_at)
                 self.storage.insert_promise(p, armed=False)
                 self.storage.put_task(TaskRow(pid, "fulfilled", 0))
@@ -711,6 +731,11 @@ class Engine:
                 self._dispatch(TaskRow(pid, "pending", 0), now)
         self.storage.put_schedule(msgspec.structs.replace(
             s, last_run_at=at, next_run_at=next_cron_time(s.cron, at)))
+
+
+def _expired_state(tags: dict[str, str]) -> PromiseState:
+    """What a promise becomes at its deadline: a timer resolves, anything else times out."""
+    return "resolved" if is_timer(tags) else "rejected_timedout"
 
 
 def _not_awaitable(promise_id: str) -> str:

@@ -72,7 +72,8 @@ class MemoryStorage:
         return [promises[i] for i in sorted(ids)]
 
     def due_promises(self, now: int, limit: int) -> list[Promise]:
-        heap, armed, out = self._promise_heap, self._armed, []
+        heap, armed = self._promise_heap, self._armed
+        out: list[Promise] = []
         seen: set[str] = set()
         while heap and heap[0][0] <= now and len(out) < limit:
             at, pid = heapq.heappop(heap)
@@ -118,7 +119,8 @@ class MemoryStorage:
                 heapq.heappush(self._task_heap, (row.timer_at, tid, self._seq))
 
     def due_tasks(self, now: int, limit: int) -> list[TaskRow]:
-        heap, timers, out = self._task_heap, self._task_timer, []
+        heap, timers = self._task_heap, self._task_timer
+        out: list[TaskRow] = []
         popped = []
         while heap and heap[0][0] <= now and len(out) < limit:
             entry = heapq.heappop(heap)
@@ -199,7 +201,8 @@ class MemoryStorage:
             del self._schedule_ids[i]
 
     def due_schedules(self, now: int, limit: int) -> list[Schedule]:
-        heap, out = self._schedule_heap, []
+        heap = self._schedule_heap
+        out: list[Schedule] = []
         seen: set[str] = set()
         while heap and heap[0][0] <= now and len(out) < limit:
             at, sid = heapq.heappop(heap)

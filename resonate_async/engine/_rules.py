@@ -72,7 +72,7 @@ def create_problem(data: PromiseCreate) -> str | None:
     if delay is not None:
         if target is None:
             return "resonate:delay requires resonate:target"
-        if not delay.isdigit():
+        if not (delay.isascii() and delay.isdigit()):
             return "resonate:delay must be a non-negative integer (ms since the epoch)"
         if int(delay) >= data.timeout_at:
             return "resonate:delay must be before timeoutAt"

@@ -23,8 +23,13 @@ from resonate_async.protocol._records import (
     Value,
 )
 
-NonNegative = Annotated[int, Meta(ge=0)]
-Positive = Annotated[int, Meta(ge=1)]
+# Integers on the wire are 64-bit signed, as in the Resonate server: anything larger is a 400
+# at the boundary instead of an overflow deep inside a storage backend.
+I64_MAX = 2**63 - 1
+I64_MIN = -(2**63)
+Int64 = Annotated[int, Meta(ge=I64_MIN, le=I64_MAX)]
+NonNegative = Annotated[int, Meta(ge=0, le=I64_MAX)]
+Positive = Annotated[int, Meta(ge=1, le=I64_MAX)]
 Limit = Annotated[int, Meta(ge=1)]
 
 T = TypeVar("T")
@@ -116,14 +121,14 @@ class TaskAcquire(msgspec.Struct, frozen=True):
 class TaskSuspend(msgspec.Struct, frozen=True):
     KIND: ClassVar[str] = "task.suspend"
     id: str
-    version: int
+    version: Int64
     actions: list[Action[PromiseRegisterCallback]]
 
 
 class TaskFulfill(msgspec.Struct, frozen=True):
     KIND: ClassVar[str] = "task.fulfill"
     id: str
-    version: int
+    version: Int64
     action: Action[PromiseSettle]
 
 
@@ -146,13 +151,13 @@ class FenceSettle(msgspec.Struct, frozen=True, omit_defaults=True, tag_field="ki
 class TaskFence(msgspec.Struct, frozen=True):
     KIND: ClassVar[str] = "task.fence"
     id: str
-    version: int
+    version: Int64
     action: FenceCreate | FenceSettle
 
 
 class TaskRef(msgspec.Struct, frozen=True):
     id: str
-    version: int
+    version: Int64
 
 
 class TaskHeartbeat(msgspec.Struct, frozen=True):
@@ -174,7 +179,7 @@ class TaskContinue(msgspec.Struct, frozen=True):
 class TaskRelease(msgspec.Struct, frozen=True):
     KIND: ClassVar[str] = "task.release"
     id: str
-    version: int
+    version: Int64
 
 
 class TaskSearch(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -32,7 +32,7 @@ encode = _encoder.encode
 
 
 class _Head(msgspec.Struct, frozen=True):
-    corrId: str  # noqa: N815 - wire name
+    corrId: str  # the wire name
     version: str
     auth: str | None = None
     debug_time: int | None = msgspec.field(default=None, name="resonate:debug_time")
@@ -79,7 +79,7 @@ def parse_envelope(body: bytes) -> Envelope | EnvelopeError:
     """Apply protocol.md §1.4 steps 1-4 to a ``POST /`` body."""
     try:
         env = _envelope_decoder.decode(body)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec lets bad UTF-8 through
         kind, corr_id = _salvage(body)
         return EnvelopeError(kind, corr_id, 400, f"Invalid request envelope: {exc}")
     if not env.kind:
@@ -103,7 +103,7 @@ def parse_envelope(body: bytes) -> Envelope | EnvelopeError:
 def _salvage(body: bytes) -> tuple[str, str]:
     try:
         raw = _salvage_decoder.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return "unknown", "0"
     kind = raw.kind if isinstance(raw.kind, str) and raw.kind else "unknown"
     corr = raw.head.get("corrId") if isinstance(raw.head, dict) else None
@@ -112,7 +112,11 @@ def _salvage(body: bytes) -> tuple[str, str]:
 
 def decode_data(kind: str, data: bytes) -> Request:
     """Decode the ``data`` of a known kind; raises ``msgspec.ValidationError`` when invalid."""
-    return _data_decoders[kind].decode(data)  # type: ignore[no-any-return]
+    try:
+        request: Request = _data_decoders[kind].decode(data)
+        return request
+    except UnicodeDecodeError as exc:
+        raise msgspec.ValidationError(f"invalid UTF-8 in a string: {exc}") from None
 
 
 def encode_response(kind: str, corr_id: str, response: Response) -> bytes:
@@ -126,7 +130,8 @@ def new_corr_id() -> str:
 
 def encode_request(request: Request, *, corr_id: str, auth: str | None = None) -> bytes:
     """The ``POST /`` body for a request payload."""
-    return encode(RequestEnvelope(request.KIND, RequestHead(corr_id, PROTOCOL_VERSION, auth=auth), request))
+    head = RequestHead(corr_id, PROTOCOL_VERSION, auth=auth)
+    return encode(RequestEnvelope(request.KIND, head, request))
 
 
 class _ResponseEnvelopeIn(msgspec.Struct, frozen=True):
@@ -140,6 +145,8 @@ _response_decoders = {kind: msgspec.json.Decoder(cls) for kind, cls in RESPONSE_
 _preload_decoder = msgspec.json.Decoder(Preload)
 _error_decoder = msgspec.json.Decoder(str | dict[str, Any])
 _message_decoder = msgspec.json.Decoder(Message)
+# Clients accept 201 for creations too (protocol.md, our decision 7).
+_SUCCESS = frozenset((200, 201))
 
 
 def decode_response(kind: str, corr_id: str | None, body: bytes) -> Response:
@@ -147,9 +154,13 @@ def decode_response(kind: str, corr_id: str | None, body: bytes) -> Response:
 
     Error answers keep their message as ``data`` (a string, or the ``error`` field of an object).
     """
+    decoder = _response_decoders.get(kind)
+    if decoder is None:
+        raise ProtocolError(f"cannot decode an answer to the unknown operation {kind!r}",
+                            kind=kind)
     try:
         env = _response_envelope_decoder.decode(body)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"the server's answer is not a response envelope ({exc})",
                             kind=kind) from None
     if corr_id is not None and env.head.corr_id != corr_id:
@@ -157,9 +168,12 @@ def decode_response(kind: str, corr_id: str | None, body: bytes) -> Response:
             f"the server answered corrId {env.head.corr_id!r} to request {corr_id!r}", kind=kind
         )
     status = env.head.status
+    if status < 400 and env.kind != kind:
+        raise ProtocolError(f"the server answered kind {env.kind!r} to a {kind!r} request",
+                            kind=kind)
     try:
-        if status == 200:
-            return Response(status, _response_decoders[kind].decode(env.data))
+        if status in _SUCCESS:
+            return Response(status, decoder.decode(env.data))
         if status == 300 and kind == "task.suspend":
             return Response(status, _preload_decoder.decode(env.data))
         if status >= 400:
@@ -167,7 +181,7 @@ def decode_response(kind: str, corr_id: str | None, body: bytes) -> Response:
             if isinstance(err, dict):
                 err = str(err.get("error", err))
             return Response(status, err)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"malformed {status} answer: {exc}", kind=kind) from None
     raise ProtocolError(f"unexpected status {status} in the server's answer", kind=kind)
 
@@ -176,5 +190,5 @@ def decode_message(body: bytes) -> Message:
     """Decode one push message (``execute`` or ``unblock``); raises ``ProtocolError``."""
     try:
         return _message_decoder.decode(body)  # type: ignore[no-any-return]
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"malformed push message ({exc})") from None
