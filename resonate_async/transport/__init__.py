@@ -2,5 +2,6 @@
 
 from resonate_async.transport._base import Transport
 from resonate_async.transport._embedded import EmbeddedTransport
+from resonate_async.transport._http import HttpTransport
 
-__all__ = ["EmbeddedTransport", "Transport"]
+__all__ = ["EmbeddedTransport", "HttpTransport", "Transport"]

@@ -1,0 +1,97 @@
+"""The ``resonate_async`` command line: ``python -m resonate_async <command> ...``.
+
+Commands:
+    dev     run a development server: the embedded engine behind the Resonate HTTP API, for
+            local development and tests. Production deployments use the Resonate server
+            (https://github.com/resonatehq/resonate), not this command.
+
+Adding a command is one function decorated with ``@command``: it receives its subparser to
+declare arguments and returns the function that runs it (which returns the exit status).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+Run = Callable[[argparse.Namespace], int]
+Setup = Callable[[argparse.ArgumentParser], Run]
+
+_COMMANDS: dict[str, tuple[str, Setup]] = {}
+
+
+def command(name: str, help: str) -> Callable[[Setup], Setup]:
+    """Register a subcommand: ``setup(parser)`` declares its arguments and returns its runner."""
+
+    def register(setup: Setup) -> Setup:
+        _COMMANDS[name] = (help, setup)
+        return setup
+
+    return register
+
+
+@command("dev", "run a development server (the embedded engine over HTTP; not for production)")
+def _dev(parser: argparse.ArgumentParser) -> Run:
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    parser.add_argument("--port", type=int, default=8001, help="port (0 picks a free one)")
+    parser.add_argument("--db", default=None,
+                        help="SQLite file keeping the state across restarts (default: memory)")
+    parser.add_argument("--log-level", default="warning",
+                        choices=["debug", "info", "warning", "error"])
+
+    def run(args: argparse.Namespace) -> int:
+        import anyio
+        import structlog
+
+        from resonate_async.server import DevServer, ServerError
+
+        level = getattr(logging, args.log_level.upper())
+        structlog.configure(
+            wrapper_class=structlog.make_filtering_bound_logger(level),
+            logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        )
+        server = DevServer(host=args.host, port=args.port, db=args.db, log_level=args.log_level)
+
+        def listening(url: str) -> None:
+            print(f"resonate_async dev server listening on {url}", flush=True)
+
+        async def main() -> None:
+            async with anyio.create_task_group() as tg:
+                async def stop_on_signal() -> None:
+                    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                        async for _ in signals:
+                            server.stop()
+                            return
+
+                tg.start_soon(stop_on_signal)
+                await server.serve(listening)
+                tg.cancel_scope.cancel()
+
+        try:
+            anyio.run(main, backend="asyncio")
+        except ServerError as exc:
+            print(f"resonate_async dev: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            pass
+        return 0
+
+    return run
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m resonate_async",
+                                     description="Resonate durable execution, in Python.")
+    subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    runners: dict[str, Run] = {}
+    for name, (help_text, setup) in _COMMANDS.items():
+        runners[name] = setup(subparsers.add_parser(name, help=help_text, description=help_text))
+    args = parser.parse_args(argv)
+    return runners[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

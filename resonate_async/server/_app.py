@@ -1,0 +1,238 @@
+"""The Resonate HTTP API (protocol.md §1) over the embedded engine, as a raw ASGI app.
+
+Routes: ``POST /`` (the RPC endpoint; HTTP status = ``head.status``), ``GET /poll/{group}/{id}``
+(Server-Sent Events; ``?work=0`` asks for unicast messages only), ``GET /health``,
+``GET /ready`` and ``410 Gone`` for the removed legacy REST paths. The engine's timers run in
+a background task while the app is entered (``async with app:``); push messages are delivered
+after every request and every tick.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, MutableMapping
+from types import TracebackType
+from typing import Any, Final
+from urllib.parse import parse_qs, unquote
+
+import anyio
+import msgspec
+import structlog
+from anyio.abc import TaskGroup
+
+from resonate_async._clock import Clock, SystemClock
+from resonate_async.engine import Engine
+from resonate_async.server._hub import MAX_CONNECTIONS, Connection, Hub
+
+log = structlog.get_logger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+MAX_BODY: Final = 2 * 1024 * 1024
+_LEGACY: Final = ("promises", "tasks", "schedules")
+_GONE: Final = (b'{"error":"This endpoint is no longer supported. '
+                b'Please update to the latest SDK."}')
+_JSON: Final = [(b"content-type", b"application/json")]
+_TEXT: Final = [(b"content-type", b"text/plain; charset=utf-8")]
+_SSE: Final = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+               (b"x-accel-buffering", b"no")]
+
+
+class _Head(msgspec.Struct):
+    status: int
+
+
+class _Answer(msgspec.Struct):
+    head: _Head
+
+
+_answer_decoder = msgspec.json.Decoder(_Answer)
+
+
+class DevApp:
+    """An ASGI application serving ``engine`` with the Resonate HTTP API.
+
+    Enter it (``async with app:``) to run the engine's timers; ``close()`` ends every open
+    poll stream (call it before stopping the HTTP server, which waits for open responses).
+    """
+
+    def __init__(self, engine: Engine, *, clock: Clock | None = None,
+                 max_body: int = MAX_BODY, max_connections: int = MAX_CONNECTIONS) -> None:
+        self.engine = engine
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.max_body = max_body
+        self.hub = Hub(max_connections)
+        self._tg: TaskGroup | None = None
+        self._wake = anyio.Event()
+        self._wake_at = math.inf
+        self._closed = False
+
+    async def __aenter__(self) -> DevApp:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._tick_forever)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+        tg, self._tg = self._tg, None
+        if tg is not None:
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(None, None, None)
+
+    def close(self) -> None:
+        """End every poll stream and refuse new ones (idempotent)."""
+        self._closed = True
+        self.hub.close_all()
+
+    # ASGI -------------------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        method: str = scope["method"]
+        parts = scope["path"].strip("/").split("/")
+        if parts[0] in _LEGACY:
+            await _respond(send, 410, _GONE, _JSON)
+        elif parts == [""]:
+            if method == "POST":
+                await self._rpc(scope, receive, send)
+            else:
+                await _respond(send, 405, b"Method Not Allowed", _TEXT)
+        elif parts[0] == "poll" and len(parts) == 3 and parts[1] and parts[2]:
+            if method == "GET":
+                await self._poll(scope, receive, send, unquote(parts[1]), unquote(parts[2]))
+            else:
+                await _respond(send, 405, b"Method Not Allowed", _TEXT)
+        elif parts == ["health"] and method in ("GET", "HEAD"):
+            await _respond(send, 200, b"", _TEXT)
+        elif parts == ["ready"] and method in ("GET", "HEAD"):
+            await _respond(send, 200 if self._storage_ok() else 503, b"", _TEXT)
+        else:
+            await _respond(send, 404, b"Not Found", _TEXT)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # POST / -----------------------------------------------------------------------------------
+    async def _rpc(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await self._read_body(scope, receive)
+        if body is None:
+            await _respond(send, 413, b"Payload Too Large", _TEXT)
+            return
+        answer = self.engine.handle(body, self.clock.now_ms())
+        self._after_write()
+        try:
+            status = _answer_decoder.decode(answer).head.status
+        except msgspec.DecodeError:  # the engine always answers an envelope; be safe anyway
+            status = 500
+        await _respond(send, status, answer, _JSON)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    if int(value) > self.max_body:
+                        return None
+                except ValueError:
+                    pass
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    def _after_write(self) -> None:
+        self.hub.deliver(self.engine.drain())
+        due = self.engine.storage.next_written_deadline()
+        if due is not None and due < self._wake_at:
+            self._wake.set()
+
+    def _storage_ok(self) -> bool:
+        try:
+            self.engine.next_due()
+        except Exception:
+            log.warning("storage_ping_failed", exc_info=True)
+            return False
+        return True
+
+    # GET /poll/{group}/{id} -------------------------------------------------------------------
+    async def _poll(self, scope: Scope, receive: Receive, send: Send,
+                    group: str, conn_id: str) -> None:
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        accepts_work = query.get("work", ["1"])[-1] not in ("0", "false")
+        conn = None if self._closed else self.hub.register(group, conn_id, accepts_work)
+        if conn is None:
+            await _respond(send, 503, b"Poll registration at capacity", _TEXT)
+            return
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE})
+            await send({"type": "http.response.body", "body": b"", "more_body": True})
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
+                await _stream(conn, send)
+                tg.cancel_scope.cancel()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            self.hub.deregister(conn)
+
+    # timers -----------------------------------------------------------------------------------
+    async def _tick_forever(self) -> None:
+        engine, clock = self.engine, self.clock
+        while True:
+            now = clock.now_ms()
+            due = engine.next_due()
+            if due is not None and due <= now:
+                engine.tick(now)
+                self.hub.deliver(engine.drain())
+                engine.storage.next_written_deadline()  # the loop re-reads next_due itself
+                await anyio.lowlevel.checkpoint()
+                continue
+            self._wake = anyio.Event()
+            self._wake_at = math.inf if due is None else due
+            delay = math.inf if due is None else (due - now) / 1000
+            with anyio.move_on_after(delay):
+                await self._wake.wait()
+
+
+async def _stream(conn: Connection, send: Send) -> None:
+    async for body in conn.receive:
+        await send({"type": "http.response.body", "body": b"data: " + body + b"\n\n",
+                    "more_body": True})
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            scope.cancel()
+            return
+
+
+async def _respond(send: Send, status: int, body: bytes,
+                   headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -1,0 +1,113 @@
+"""Routing push messages to open poll connections (protocol.md §1.7, §1.8).
+
+Delivery is at-most-once and never blocks: a message for an address with no open connection,
+or for a connection whose buffer is full, is dropped (and logged), exactly like the server.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Final
+
+import anyio
+import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+log = structlog.get_logger(__name__)
+
+BUFFER: Final = 100
+MAX_CONNECTIONS: Final = 1000
+
+
+class Connection:
+    """One open ``GET /poll/{group}/{id}`` stream and its bounded message buffer."""
+
+    __slots__ = ("accepts_work", "group", "id", "receive", "send", "serial")
+
+    def __init__(self, group: str, conn_id: str, accepts_work: bool, serial: int) -> None:
+        self.group = group
+        self.id = conn_id
+        self.accepts_work = accepts_work
+        self.serial = serial
+        self.send: MemoryObjectSendStream[bytes]
+        self.receive: MemoryObjectReceiveStream[bytes]
+        self.send, self.receive = anyio.create_memory_object_stream[bytes](BUFFER)
+
+
+class Hub:
+    """The open poll connections of one server, by group, in registration order."""
+
+    def __init__(self, max_connections: int = MAX_CONNECTIONS) -> None:
+        self.max_connections = max_connections
+        self._groups: dict[str, list[Connection]] = {}
+        self._rr: dict[str, int] = {}
+        self._serial = itertools.count()
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def register(self, group: str, conn_id: str, accepts_work: bool) -> Connection | None:
+        """A new connection, or ``None`` when the server is at capacity."""
+        if self._count >= self.max_connections:
+            return None
+        conn = Connection(group, conn_id, accepts_work, next(self._serial))
+        self._groups.setdefault(group, []).append(conn)
+        self._count += 1
+        log.debug("poll_registered", group=group, conn_id=conn_id, work=accepts_work)
+        return conn
+
+    def deregister(self, conn: Connection) -> None:
+        conns = self._groups.get(conn.group)
+        if conns is not None and conn in conns:
+            conns.remove(conn)
+            self._count -= 1
+            if not conns:
+                del self._groups[conn.group]
+                self._rr.pop(conn.group, None)
+        conn.send.close()
+        log.debug("poll_deregistered", group=conn.group, conn_id=conn.id)
+
+    def close_all(self) -> None:
+        """End every stream (server shutdown)."""
+        for conns in list(self._groups.values()):
+            for conn in list(conns):
+                self.deregister(conn)
+
+    def deliver(self, messages: list[tuple[str, bytes]]) -> None:
+        for address, body in messages:
+            conn = self.route(address)
+            if conn is None:
+                log.debug("message_dropped", address=address, reason="no_connection")
+                continue
+            try:
+                conn.send.send_nowait(body)
+            except anyio.WouldBlock:
+                log.warning("message_dropped", address=address, reason="buffer_full",
+                            group=conn.group, conn_id=conn.id)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                log.debug("message_dropped", address=address, reason="connection_closed")
+
+    def route(self, address: str) -> Connection | None:
+        """The connection a message for ``address`` goes to, if any is open."""
+        if not address.startswith("poll://"):
+            return None  # http(s) push and the other transports are not served here
+        mode, _, rest = address[7:].partition("@")
+        group, _, conn_id = rest.partition("/")
+        conns = self._groups.get(group)
+        if not conns:
+            return None
+        if mode == "uni":
+            return next((c for c in conns if c.id == conn_id), None) if conn_id else None
+        if mode != "any":
+            return None
+        workers = [c for c in conns if c.accepts_work]
+        if conn_id:
+            preferred = next((c for c in workers if c.id == conn_id), None)
+            if preferred is not None:
+                return preferred
+        if not workers:
+            return None
+        i = self._rr.get(group, 0)
+        self._rr[group] = i + 1
+        return workers[i % len(workers)]

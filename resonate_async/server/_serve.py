@@ -1,0 +1,170 @@
+"""Serving ``DevApp`` over HTTP with uvicorn (asyncio only: uvicorn needs it)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+
+from resonate_async._clock import Clock, SystemClock
+from resonate_async._errors import ResonateError
+from resonate_async.engine import Engine
+from resonate_async.server._app import DevApp
+
+if TYPE_CHECKING:
+    import uvicorn
+
+log = structlog.get_logger(__name__)
+
+
+class ServerError(ResonateError):
+    """The development server could not start (missing extra, port in use, locked db ...)."""
+
+
+def _uvicorn() -> Any:
+    try:
+        import uvicorn
+    except ImportError:
+        raise ServerError(
+            "the development server needs uvicorn: pip install \"resonate-async[server]\""
+        ) from None
+    return uvicorn
+
+
+class DevServer:
+    """The embedded engine behind the Resonate HTTP API, on ``host:port``.
+
+    ``db`` is a SQLite file that keeps the state across restarts (``None``: in memory). When
+    an existing file is reopened, the tasks its previous run had leased out are released, so
+    work held by workers that are gone is dispatched again. ``port=0`` picks a free port;
+    ``url`` tells which once ``serve`` has bound it. For development and tests only:
+    production deployments use the Resonate server.
+    """
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 8001, db: str | None = None,
+                 clock: Clock | None = None, log_level: str = "warning") -> None:
+        self.host = host
+        self.port = port
+        self.db = db
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.log_level = log_level
+        self.url = ""
+        self._server: uvicorn.Server | None = None
+        self._app: DevApp | None = None
+        self._stop_requested = False
+
+    async def serve(self, ready: Callable[[str], object] | None = None) -> None:
+        """Serve until ``stop()`` is called (or the task is cancelled).
+
+        ``ready(url)`` is called once the server accepts connections. Raises ``ServerError``
+        when it cannot start.
+        """
+        uvicorn_mod = _uvicorn()
+        sock = self._bind()
+        try:
+            bound_host, bound_port = sock.getsockname()[:2]
+            self.port = bound_port
+            shown = f"[{bound_host}]" if ":" in str(bound_host) else bound_host
+            self.url = f"http://{shown}:{bound_port}"
+            engine = self._open_engine()
+            try:
+                await self._run(uvicorn_mod, sock, engine, ready)
+            finally:
+                engine.close()
+        finally:
+            sock.close()
+
+    def stop(self) -> None:
+        """Ask the server to stop: poll streams end, then uvicorn shuts down."""
+        self._stop_requested = True
+        if self._app is not None:
+            self._app.close()
+        if self._server is not None:
+            self._server.should_exit = True
+
+    def _bind(self) -> socket.socket:
+        try:
+            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+            family, kind, proto, _, address = infos[0]
+            sock = socket.socket(family, kind, proto)
+        except OSError as exc:
+            raise ServerError(f"cannot resolve {self.host!r}: {exc}") from None
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(2048)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            raise ServerError(
+                f"cannot listen on {self.host}:{self.port} ({exc.strerror or exc}); "
+                "choose another --port (0 picks a free one) or stop the process using it"
+            ) from None
+        return sock
+
+    def _open_engine(self) -> Engine:
+        if self.db is None:
+            return Engine.memory(server_url=self.url)
+        try:
+            engine = Engine.sqlite(self.db, server_url=self.url)
+        except ResonateError as exc:
+            raise ServerError(str(exc)) from None
+        released = engine.release_leases(self.clock.now_ms())
+        if released:
+            log.info("leases_released", db=self.db, count=released)
+        return engine
+
+    async def _run(self, uvicorn_mod: Any, sock: socket.socket, engine: Engine,
+                   ready: Callable[[str], object] | None) -> None:
+        app = DevApp(engine, clock=self.clock)
+        config = uvicorn_mod.Config(
+            app, lifespan="on", log_level=self.log_level, access_log=False,
+            timeout_graceful_shutdown=3, server_header=False,
+        )
+        server = _server_class()(config)
+        self._app, self._server = app, server
+        started_or_done = anyio.Event()
+        server.on_startup = started_or_done.set
+
+        async def run_server() -> None:
+            try:
+                await server.serve([sock])
+            finally:
+                started_or_done.set()
+
+        async with app, anyio.create_task_group() as tg:
+            tg.start_soon(run_server)
+            await started_or_done.wait()
+            if server.started:
+                log.info("dev_server_listening", url=self.url, db=self.db or ":memory:")
+                if ready is not None:
+                    ready(self.url)
+                if self._stop_requested:
+                    self.stop()
+        if not server.started and not self._stop_requested:
+            raise ServerError(f"the development server on {self.url} failed to start")
+
+
+def _server_class() -> Any:
+    uvicorn_mod = _uvicorn()
+
+    class Server(uvicorn_mod.Server):  # type: ignore[misc, name-defined]
+        """uvicorn's server, leaving signal handling to its owner."""
+
+        on_startup: Callable[[], object] = staticmethod(lambda: None)
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            try:
+                await super().startup(sockets)
+            finally:
+                self.on_startup()
+
+    return Server

@@ -1,0 +1,400 @@
+"""The HTTP transport: a Resonate server (or ``python -m resonate_async dev``) over httpx.
+
+Requests go to ``POST /`` as protocol envelopes; push messages arrive on one Server-Sent-Events
+stream per subscription, ``GET /poll/{group}/{pid}``. The transport hides the network's
+unreliability the way protocol.md §11 recommends:
+
+* A connection failure *before* the request reached the server (refused, DNS, connect
+  timeout) is retried for every kind, with exponential backoff, for at most ``retry_for``
+  seconds; then ``TransportError``.
+* A failure *after* the request may have reached the server (reset, read timeout, a proxy's
+  502/503/504) is retried only for kinds that are safe to repeat. ``task.fulfill`` is repeated
+  too, and a ``409`` after such a repeat is checked with ``promise.get``: if the promise is
+  settled the way we asked, our first attempt won and the answer is ``200``. The other kinds
+  (``task.acquire``, ``task.suspend``, ``task.release``, ``task.create``, ``task.continue``)
+  raise ``TransportError``: their outcome is unknown, and the lease (if it was taken) lapses.
+* A ``500`` answer is retried for the kinds that are safe to repeat; other answers, whatever
+  their status, are returned to the caller (``head.status`` decides, never the HTTP status).
+
+Subscriptions reconnect forever with exponential backoff (reset after a successful connect);
+delivery is at-most-once, as on the server: messages sent while disconnected are lost.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Final
+from urllib.parse import quote
+
+import anyio
+import httpx
+import msgspec
+import structlog
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from resonate_async._errors import NotStartedError, ProtocolError, TransportError
+from resonate_async.protocol import (
+    Empty,
+    Message,
+    PromiseGet,
+    PromiseResult,
+    Request,
+    Response,
+    TaskFulfill,
+    decode_message,
+    decode_response,
+    encode_request,
+    new_corr_id,
+)
+
+log = structlog.get_logger(__name__)
+
+# protocol.md §11 item 3: a repeat after an unseen success returns the same answer.
+SAFE_TO_REPEAT: Final = frozenset({
+    "promise.get", "promise.create", "promise.settle", "promise.register_callback",
+    "promise.register_listener", "promise.search", "task.get", "task.fence", "task.heartbeat",
+    "task.halt", "task.search", "schedule.create", "schedule.get", "schedule.search",
+    "schedule.delete",
+})
+# Repeated after an ambiguous failure, with the outcome confirmed (see ``_confirm``).
+_CONFIRMED: Final = frozenset({"task.fulfill"})
+_PROXY_STATUSES: Final = frozenset({502, 503, 504})
+
+
+class _Ambiguous(Exception):
+    """The request may have reached the server, but no answer came back."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _NotDelivered(Exception):
+    """The request certainly did not reach the server."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class _Subscription:
+    group: str
+    pid: str
+    accepts_work: bool
+    stream: MemoryObjectSendStream[Message]
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    connected: anyio.Event = field(default_factory=anyio.Event)
+
+
+class HttpTransport:
+    """A ``Transport`` to a Resonate server at ``url`` (e.g. ``"http://localhost:8001"``).
+
+    Arguments:
+        token: a JWT sent with every request, in ``head.auth`` and as ``Authorization: Bearer``.
+        retry_for: how long (seconds) ``send`` keeps retrying a failing connection before it
+            raises ``TransportError``.
+        backoff / backoff_max: the first and the largest pause between attempts (seconds);
+            also used for reconnecting subscriptions.
+        timeout: seconds to wait for an answer to one ``POST /`` attempt (streams never time
+            out while idle).
+        connect_timeout: seconds to wait for a TCP connection.
+        max_connections: size of the connection pool.
+        transport: an ``httpx.AsyncBaseTransport`` to use instead of the network (tests).
+
+    Nothing happens at construction; ``async with`` opens the connection pool and the task
+    group that owns the subscriptions. It may be entered by several owners; the last to
+    leave closes it.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        retry_for: float = 30.0,
+        backoff: float = 0.05,
+        backoff_max: float = 2.0,
+        timeout: float = 60.0,
+        connect_timeout: float = 5.0,
+        max_connections: int = 256,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"Resonate server URL must start with http:// or https://: {url!r}")
+        self.url = url.rstrip("/")
+        self.token = token
+        self.retry_for = retry_for
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self._timeout = httpx.Timeout(timeout, connect=connect_timeout)
+        self._stream_timeout = httpx.Timeout(None, connect=connect_timeout)
+        self._limits = httpx.Limits(max_connections=max_connections,
+                                    max_keepalive_connections=max_connections)
+        self._mock = transport
+        self._headers = {"Content-Type": "application/json"}
+        if token is not None:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._client: httpx.AsyncClient | None = None
+        self._tg: TaskGroup | None = None
+        self._owners = 0
+        self._subscriptions: dict[tuple[str, str], _Subscription] = {}
+
+    # lifecycle --------------------------------------------------------------------------------
+    async def __aenter__(self) -> HttpTransport:
+        self._owners += 1
+        if self._owners == 1:
+            self._client = httpx.AsyncClient(
+                follow_redirects=False, timeout=self._timeout, limits=self._limits,
+                transport=self._mock, headers=self._headers, trust_env=False,
+            )
+            self._tg = anyio.create_task_group()
+            await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._owners -= 1
+        if self._owners <= 0:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop every subscription and close the connection pool (idempotent)."""
+        self._owners = 0
+        for sub in self._subscriptions.values():
+            sub.stream.close()
+        self._subscriptions.clear()
+        tg, self._tg = self._tg, None
+        client, self._client = self._client, None
+        try:
+            if tg is not None:
+                tg.cancel_scope.cancel()
+                await tg.__aexit__(None, None, None)
+        finally:
+            if client is not None:
+                with anyio.CancelScope(shield=True):
+                    await client.aclose()
+
+    def _open_client(self, what: str) -> httpx.AsyncClient:
+        if self._client is None:
+            raise NotStartedError(
+                f"{what}: the HttpTransport to {self.url} is not open; "
+                "enter it first with `async with transport:`"
+            )
+        return self._client
+
+    # requests ---------------------------------------------------------------------------------
+    async def send(self, request: Request) -> Response:
+        """Send one request and return the server's answer (see the module docstring)."""
+        kind = request.KIND
+        client = self._open_client(kind)
+        corr_id = new_corr_id()
+        body = encode_request(request, corr_id=corr_id, auth=self.token)
+        deadline = anyio.current_time() + self.retry_for
+        delay = self.backoff
+        attempt = 0
+        maybe_delivered = False
+        while True:
+            attempt += 1
+            try:
+                answer = await self._post(client, kind, body)
+            except _NotDelivered as exc:
+                reason = exc.reason
+            except _Ambiguous as exc:
+                reason = exc.reason
+                maybe_delivered = True
+                if kind not in SAFE_TO_REPEAT and kind not in _CONFIRMED:
+                    raise TransportError(
+                        f"{kind} to {self.url}: the connection failed after the request was "
+                        f"sent ({reason}), so it may or may not have taken effect, and {kind} is "
+                        "not safe to repeat; treat the task as lost (its lease, if taken, "
+                        "lapses and the server dispatches it again)"
+                    ) from None
+            else:
+                status_code, content = answer
+                if status_code == 500 and kind in SAFE_TO_REPEAT and \
+                        anyio.current_time() + delay < deadline:
+                    log.warning("request_retried", kind=kind, url=self.url, status=500,
+                                attempt=attempt)
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, self.backoff_max)
+                    continue
+                response = self._decode(kind, corr_id, status_code, content)
+                if maybe_delivered:
+                    response = await self._after_repeat(request, response)
+                return response
+            if anyio.current_time() + delay >= deadline:
+                raise TransportError(
+                    f"{kind}: cannot reach the Resonate server at {self.url} ({reason}; "
+                    f"tried {attempt} times for {self.retry_for:g} s). Check that the server "
+                    "is running and that the URL is right (start a local one with "
+                    "`python -m resonate_async dev`), or allow longer with retry_for="
+                ) from None
+            log.info("request_retried", kind=kind, url=self.url, reason=reason, attempt=attempt)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, self.backoff_max)
+
+    async def _post(self, client: httpx.AsyncClient, kind: str,
+                    body: bytes) -> tuple[int, bytes]:
+        try:
+            answer = await client.post(self.url + "/", content=body)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
+                httpx.UnsupportedProtocol) as exc:
+            raise _NotDelivered(_describe(exc)) from None
+        except httpx.TransportError as exc:  # reset, read timeout, broken protocol ...
+            raise _Ambiguous(_describe(exc)) from None
+        if answer.status_code in _PROXY_STATUSES and not _looks_like_envelope(answer):
+            raise _Ambiguous(f"HTTP {answer.status_code} from an intermediary")
+        if answer.status_code == 413:
+            raise ProtocolError(
+                f"the server refused a request body of {len(body)} bytes as too large "
+                "(HTTP 413); keep arguments and results well under 2 MiB", kind=kind)
+        return answer.status_code, answer.content
+
+    def _decode(self, kind: str, corr_id: str, status_code: int, content: bytes) -> Response:
+        try:
+            return decode_response(kind, corr_id, content)
+        except ProtocolError:
+            if status_code != 500:
+                raise
+        # A server that failed before it could read the request answers corrId "0".
+        response = decode_response(kind, None, content)
+        if response.status != 500:
+            raise ProtocolError(
+                f"the server answered HTTP 500 with status {response.status}", kind=kind)
+        return response
+
+    async def _after_repeat(self, request: Request, response: Response) -> Response:
+        """Interpret the answer to a request that an earlier, lost attempt may have done."""
+        if isinstance(request, TaskFulfill) and response.status == 409:
+            check = await self.send(PromiseGet(request.id))
+            if check.status == 200 and isinstance(check.data, PromiseResult):
+                promise, wanted = check.data.promise, request.action.data
+                if promise.state == wanted.state and promise.value.data == wanted.value.data:
+                    log.info("fulfill_confirmed", task_id=request.id)
+                    return Response(200, check.data)
+        if request.KIND == "schedule.delete" and response.status == 404:
+            return Response(200, Empty())
+        return response
+
+    # subscriptions ----------------------------------------------------------------------------
+    def subscribe(self, group: str, pid: str, *,
+                  accepts_work: bool = True) -> MemoryObjectReceiveStream[Message]:
+        """Open the SSE stream of process ``pid`` in ``group`` and return its messages.
+
+        The stream connects (and reconnects) in the background; ``await
+        wait_subscribed(group, pid)`` to know when messages can arrive. With
+        ``accepts_work=False`` only unicast messages (``poll://uni@group/pid``) are wanted.
+        Subscribing again with the same group and pid replaces the earlier subscription.
+        """
+        self._open_client(f"subscribe({group!r}, {pid!r})")
+        assert self._tg is not None
+        self.unsubscribe(group, pid)
+        send, receive = anyio.create_memory_object_stream[Message](math.inf)
+        sub = _Subscription(group, pid, accepts_work, send)
+        self._subscriptions[(group, pid)] = sub
+        self._tg.start_soon(self._poll, sub)
+        return receive
+
+    def unsubscribe(self, group: str, pid: str) -> None:
+        sub = self._subscriptions.pop((group, pid), None)
+        if sub is not None:
+            sub.scope.cancel()
+            sub.stream.close()
+
+    async def wait_subscribed(self, group: str, pid: str) -> None:
+        """Wait until the subscription of ``pid`` in ``group`` is connected to the server."""
+        while True:
+            sub = self._subscriptions.get((group, pid))
+            if sub is None:
+                raise NotStartedError(
+                    f"no subscription for {group}/{pid}: call subscribe({group!r}, {pid!r}) first")
+            await sub.connected.wait()
+            if self._subscriptions.get((group, pid)) is sub and sub.connected.is_set():
+                return
+
+    def poll_url(self, group: str, pid: str, *, accepts_work: bool = True) -> str:
+        url = f"{self.url}/poll/{quote(group, safe='')}/{quote(pid, safe='')}"
+        return url if accepts_work else url + "?work=0"
+
+    async def _poll(self, sub: _Subscription) -> None:
+        url = self.poll_url(sub.group, sub.pid, accepts_work=sub.accepts_work)
+        delay = self.backoff
+        with sub.scope:
+            while True:
+                client = self._client
+                if client is None:
+                    return
+                try:
+                    async with client.stream("GET", url, timeout=self._stream_timeout,
+                                             headers={"Accept": "text/event-stream"}) as answer:
+                        if answer.status_code != 200:
+                            text = (await answer.aread())[:200].decode(errors="replace")
+                            log.warning("poll_refused", url=url, status=answer.status_code,
+                                        body=text)
+                        else:
+                            log.info("poll_connected", url=url)
+                            delay = self.backoff
+                            sub.connected.set()
+                            await self._read_events(sub, answer.aiter_lines())
+                            log.info("poll_closed", url=url)
+                except httpx.HTTPError as exc:
+                    log.info("poll_failed", url=url, reason=_describe(exc))
+                finally:
+                    if sub.connected.is_set():
+                        sub.connected = anyio.Event()
+                await anyio.sleep(delay)
+                delay = min(delay * 2, self.backoff_max)
+
+    async def _read_events(self, sub: _Subscription, lines: AsyncIterator[str]) -> None:
+        data: list[str] = []
+        async for line in lines:
+            if line:
+                if line.startswith("data:"):
+                    value = line[5:]
+                    data.append(value[1:] if value.startswith(" ") else value)
+                continue  # comments, event:, id:, retry: carry nothing for us
+            if not data:
+                continue
+            payload, data = "\n".join(data), []
+            try:
+                message = decode_message(payload.encode())
+            except ProtocolError as exc:
+                log.warning("poll_event_malformed", group=sub.group, pid=sub.pid,
+                            error=str(exc), event=payload[:200])
+                continue
+            try:
+                sub.stream.send_nowait(message)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                log.debug("poll_consumer_gone", group=sub.group, pid=sub.pid)
+                self.unsubscribe(sub.group, sub.pid)
+                return
+
+    def __repr__(self) -> str:
+        return f"HttpTransport({self.url!r})"
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _looks_like_envelope(answer: httpx.Response) -> bool:
+    try:
+        msgspec.json.decode(answer.content, type=_HeadOnly)
+    except msgspec.DecodeError:
+        return False
+    return True
+
+
+class _StatusHead(msgspec.Struct):
+    status: int
+
+
+class _HeadOnly(msgspec.Struct):
+    head: _StatusHead
+
