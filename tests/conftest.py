@@ -1,8 +1,10 @@
-"""Shared test configuration: every async test runs on both anyio backends."""
+"""Shared test configuration: every async test runs on both anyio backends.
+
+``anyio_mode = "auto"`` (pyproject.toml) marks every ``async def`` test for anyio's plugin;
+the ``anyio_backend`` fixture below runs each of them on asyncio and on trio.
+"""
 
 from __future__ import annotations
-
-import inspect
 
 import pytest
 
@@ -10,10 +12,3 @@ import pytest
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        fn = getattr(item, "function", None)
-        if fn is not None and inspect.iscoroutinefunction(fn):
-            item.add_marker(pytest.mark.anyio)

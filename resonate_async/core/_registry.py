@@ -95,7 +95,7 @@ class Function:
 
 
 def name_of(fn: Callable[..., Any]) -> str:
-    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    return getattr(fn, "__name__", None) or repr(fn)
 
 
 class Registry:

@@ -18,9 +18,19 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from resonate_async._clock import Clock, SystemClock
 from resonate_async.engine import Engine
-from resonate_async.protocol import Message, Request, Response
+from resonate_async.protocol import (
+    TAG_TARGET,
+    Execute,
+    Message,
+    Request,
+    Response,
+    TaskSearch,
+    execute_message,
+)
 
 log = structlog.get_logger(__name__)
+
+_BACKLOG = 10_000
 
 
 class _Subscriber:
@@ -55,14 +65,50 @@ class EmbeddedTransport:
         self._wake = anyio.Event()
         self._wake_at = math.inf
         self.fence_preload = False
+        # Work for a group with no worker subscribed yet waits here (bounded) instead of being
+        # dropped: in one process the worker usually subscribes right after the engine opens.
+        self._backlog: dict[str, list[tuple[str, Message]]] = {}
+        self._recovered = False
 
     async def __aenter__(self) -> EmbeddedTransport:
         self._owners += 1
         if self._owners == 1:
+            if not self._recovered and self._close_engine:
+                self._recovered = True
+                self._recover()
             self._tg = anyio.create_task_group()
             await self._tg.__aenter__()
             self._tg.start_soon(self._tick_forever)
         return self
+
+    def _recover(self) -> None:
+        """Take over the work of processes that are gone, at once.
+
+        This transport opened the engine itself, and an engine file is held by one live process
+        at a time, so every lease in it belongs to a process that died: release them, and
+        dispatch every pending task again rather than waiting for lease or retry timers.
+        """
+        engine = self.engine
+        now = self.clock.now_ms()
+        released = engine.release_leases(now)
+        cursor: str | None = None
+        pending = 0
+        while True:
+            page = engine.execute(TaskSearch("pending", 1000, cursor), now)
+            if page.status != 200:
+                break
+            for task in page.data.tasks:
+                p = engine.storage.get_promise(task.id)
+                target = p.tags.get(TAG_TARGET) if p is not None else None
+                if target is not None:
+                    pending += 1
+                    self._deliver([(target, execute_message(task.id, task.version))])
+            cursor = page.data.cursor
+            if cursor is None:
+                break
+        self._deliver(engine.drain_messages())
+        if released or pending:
+            log.info("engine_recovered", released=released, redispatched=pending)
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
@@ -88,6 +134,8 @@ class EmbeddedTransport:
                   accepts_work: bool = True) -> MemoryObjectReceiveStream[Message]:
         send, receive = anyio.create_memory_object_stream[Message](math.inf)
         self._subscribers[(group, pid)] = _Subscriber(group, pid, accepts_work, send)
+        if accepts_work:
+            self._deliver(self._backlog.pop(group, []))
         return receive
 
     def unsubscribe(self, group: str, pid: str) -> None:
@@ -100,6 +148,12 @@ class EmbeddedTransport:
         for address, message in messages:
             sub = self._route(address)
             if sub is None:
+                if address.startswith("poll://any@") and isinstance(message, Execute):
+                    group = address[11:].partition("/")[0]
+                    backlog = self._backlog.setdefault(group, [])
+                    if len(backlog) < _BACKLOG:
+                        backlog.append((address, message))
+                        continue
                 log.debug("message_dropped", address=address, kind=type(message).__name__)
                 continue
             try:
