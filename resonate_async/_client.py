@@ -227,17 +227,17 @@ class Resonate:
         stack = AsyncExitStack()
         try:
             await stack.enter_async_context(self.transport)  # type: ignore[arg-type]
-            tg = await stack.enter_async_context(anyio.create_task_group())
             stream = self.transport.subscribe(self.group, self.pid,
                                               accepts_work=self.accepts_work)
             stack.callback(self.transport.unsubscribe, self.group, self.pid)
-            stack.callback(tg.cancel_scope.cancel)
-            tg.start_soon(self._receive, stream)
-            tg.start_soon(self.worker.heartbeat_forever)
-            tg.start_soon(self._relisten_forever)
+            tg = anyio.create_task_group()
+            await tg.__aenter__()
         except BaseException:
             await stack.aclose()
             raise
+        tg.start_soon(self._receive, stream, tg)
+        tg.start_soon(self.worker.heartbeat_forever)
+        tg.start_soon(self._relisten_forever)
         self._stack, self._tg = stack, tg
         log.info("resonate_started", pid=self.pid, group=self.group,
                  transport=type(self.transport).__name__)
@@ -246,12 +246,20 @@ class Resonate:
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         stack, self._stack = self._stack, None
-        self._tg = None
+        tg, self._tg = self._tg, None
         for waiter in self._waiters.values():
             waiter.event.set()  # wake waiters: they see that the client stopped
-        if stack is not None:
-            await stack.__aexit__(exc_type, exc, tb)
-        log.info("resonate_stopped", pid=self.pid)
+        try:
+            if tg is not None:
+                # Stop everything we own: executions still running release their tasks.
+                # The body's own exception is not handed to the task group, so it reaches
+                # the caller as it was raised (not wrapped in an exception group).
+                tg.cancel_scope.cancel()
+                await tg.__aexit__(None, None, None)
+        finally:
+            if stack is not None:
+                await stack.aclose()
+            log.info("resonate_stopped", pid=self.pid)
 
     async def serve(self) -> None:
         """Run as a worker until cancelled (or SIGINT/SIGTERM, when run in the main thread).
@@ -285,9 +293,7 @@ class Resonate:
         return self._tg
 
     # the message loop -------------------------------------------------------------------------
-    async def _receive(self, stream: MemoryObjectReceiveStream[Message]) -> None:
-        tg = self._tg
-        assert tg is not None
+    async def _receive(self, stream: MemoryObjectReceiveStream[Message], tg: TaskGroup) -> None:
         async with stream:
             async for message in stream:
                 if isinstance(message, Execute):

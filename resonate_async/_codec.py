@@ -29,11 +29,17 @@ from resonate_async.protocol import Promise, Value
 _NO_VALUE: Final = Value()
 
 
+class _Unencodable(TypeError):
+    def __init__(self, obj: Any) -> None:
+        super().__init__(type(obj).__qualname__)
+        self.type = type(obj)
+
+
 def _enc_hook(obj: Any) -> Any:
     dump = getattr(obj, "model_dump", None)  # pydantic v2 models
     if callable(dump):
         return dump(mode="json")
-    raise NotImplementedError(type(obj))
+    raise _Unencodable(obj)
 
 
 _encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
@@ -84,6 +90,12 @@ class Codec:
     def dumps(self, value: Any, *, what: str) -> bytes:
         try:
             return _encoder.encode(value)
+        except _Unencodable as exc:
+            raise EncodingError(
+                f"{what}: cannot encode a value of type {exc.type.__qualname__}; "
+                "durable values must be JSON-like: builtins, msgspec Structs, dataclasses, "
+                "attrs classes, pydantic models, enums or datetimes"
+            ) from None
         except (NotImplementedError, TypeError, OverflowError, msgspec.EncodeError) as exc:
             raise EncodingError(
                 f"{what}: cannot encode a value of type {type(value).__qualname__} ({exc}); "
