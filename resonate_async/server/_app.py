@@ -187,6 +187,8 @@ class DevApp:
         if conn is None:
             await _respond(send, 503, b"Poll registration at capacity", _TEXT)
             return
+        # Messages queued while nobody listened (e.g. work released at start-up) go out now.
+        self.hub.deliver(self.engine.drain())
         try:
             await send({"type": "http.response.start", "status": 200, "headers": _SSE})
             await send({"type": "http.response.body", "body": b"", "more_body": True})

@@ -363,9 +363,9 @@ class HttpTransport:
             payload, data = "\n".join(data), []
             try:
                 message = decode_message(payload.encode())
-            except ProtocolError as exc:
+            except (ProtocolError, ValueError) as exc:
                 log.warning("poll_event_malformed", group=sub.group, pid=sub.pid,
-                            error=str(exc), event=payload[:200])
+                            error=str(exc), payload=payload[:200])
                 continue
             try:
                 sub.stream.send_nowait(message)
