@@ -39,6 +39,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from resonate_async._errors import NotStartedError, ProtocolError, TransportError
 from resonate_async.protocol import (
     Empty,
+    Execute,
     Message,
     PromiseGet,
     PromiseResult,
@@ -288,16 +289,21 @@ class HttpTransport:
 
         The stream connects (and reconnects) in the background; ``await
         wait_subscribed(group, pid)`` to know when messages can arrive. With
-        ``accepts_work=False`` only unicast messages (``poll://uni@group/pid``) are wanted.
+        ``accepts_work=False`` only unicast messages (``poll://uni@group/pid``) are wanted: the
+        server is asked for them (``?work=0``), and ``execute`` messages that a server which
+        ignores the request sends anyway are dropped here (the task is re-dispatched when
+        its retry timer fires), so callers see the same stream as with the embedded engine.
         Subscribing again with the same group and pid replaces the earlier subscription.
         """
         self._open_client(f"subscribe({group!r}, {pid!r})")
-        assert self._tg is not None
+        tg = self._tg
+        if tg is None:  # pragma: no cover - the client and the task group live together
+            raise NotStartedError(f"the HttpTransport to {self.url} is not open")
         self.unsubscribe(group, pid)
         send, receive = anyio.create_memory_object_stream[Message](math.inf)
         sub = _Subscription(group, pid, accepts_work, send)
         self._subscriptions[(group, pid)] = sub
-        self._tg.start_soon(self._poll, sub)
+        tg.start_soon(self._poll, sub)
         return receive
 
     def unsubscribe(self, group: str, pid: str) -> None:
@@ -366,6 +372,10 @@ class HttpTransport:
             except (ProtocolError, ValueError) as exc:
                 log.warning("poll_event_malformed", group=sub.group, pid=sub.pid,
                             error=str(exc), payload=payload[:200])
+                continue
+            if not sub.accepts_work and isinstance(message, Execute):
+                log.debug("execute_ignored", group=sub.group, pid=sub.pid,
+                          task_id=message.task_id)
                 continue
             try:
                 sub.stream.send_nowait(message)

@@ -1,4 +1,4 @@
-"""HttpTransport against a fake server (httpx.MockTransport): retries, hostile answers, auth, SSE."""
+"""HttpTransport against a fake server (httpx.MockTransport): retries, bad answers, auth, SSE."""
 
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ FAR = 4_102_444_800_000
 Handler = Callable[[httpx.Request], Any]
 
 
-def promise(pid: str, state: str = "pending", value: dict[str, Any] | None = None) -> dict[str, Any]:
+def promise(pid: str, state: str = "pending",
+            value: dict[str, Any] | None = None) -> dict[str, Any]:
     record: dict[str, Any] = {"id": pid, "state": state, "param": {}, "value": value or {},
                               "tags": {}, "timeoutAt": FAR, "createdAt": 1}
     if state != "pending":
@@ -249,7 +250,8 @@ async def test_a_lost_answer_is_retried_for_a_kind_that_is_safe_to_repeat() -> N
 
 
 @pytest.mark.parametrize("error", [httpx.ReadError, httpx.ReadTimeout, httpx.RemoteProtocolError])
-async def test_a_lost_answer_is_not_repeated_for_task_acquire(error: type[Exception]) -> None:
+async def test_a_lost_answer_is_not_repeated_for_task_acquire(
+        error: type[httpx.TransportError]) -> None:
     calls = 0
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -470,3 +472,12 @@ async def test_leaving_the_transport_ends_its_streams() -> None:
             await t.wait_subscribed("g1", "pid1")
     with anyio.fail_after(5), pytest.raises(anyio.EndOfStream):
         await stream.receive()
+
+
+async def test_a_subscription_without_work_drops_execute_from_a_server_that_sends_it() -> None:
+    streams = FakeStreams([b"data: " + EXECUTE + b"\n\n", b"data: " + UNBLOCK + b"\n\n"])
+    async with fake(streams) as t:
+        stream = t.subscribe("g1", "client", accepts_work=False)
+        with anyio.fail_after(5):
+            message = await stream.receive()
+    assert isinstance(message, Unblock)
