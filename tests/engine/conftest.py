@@ -177,9 +177,9 @@ class Client:
     def release(self, task_id: str, version: int) -> Reply:
         return self.request("task.release", {"id": task_id, "version": version})
 
-    def run_root(self, promise_id: str, *, pid: str = "p1", **extra: str) -> int:
+    def run_root(self, promise_id: str, *, pid: str = "p1") -> int:
         """Create a root with a target and claim its task; return the held version."""
-        self.create_root(promise_id, **extra)
+        self.create_root(promise_id)
         self.drain()
         reply = self.acquire(promise_id, 0, pid=pid)
         assert reply.status == 200, reply
