@@ -643,6 +643,8 @@ class Engine:
             _refuse(400, "Invalid request: 'id' must not be empty")
         if ":" in req.id:
             _refuse(400, "Schedule id must not contain ':'")
+        if "\x00" in req.id or "\x00" in req.promise_id:
+            _refuse(400, "Invalid request: schedule ids and promiseId must not contain NUL")
         if not req.promise_id:
             _refuse(400, "Invalid request: 'promiseId' must not be empty")
         if ":" in req.promise_id:

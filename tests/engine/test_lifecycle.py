@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from resonate_async.protocol import FenceSettle, PromiseSettle, TaskFence
 from tests.engine.conftest import HOUR, RETRY, TARGET, TTL, Client, child_tags
 
 WORKERS = "poll://any@workers"
@@ -203,3 +204,23 @@ def test_next_due_names_the_earliest_armed_deadline(client: Client) -> None:
     assert client.engine.next_due() == client.now + 5000
     client.tick(client.now + 5000)
     assert client.engine.next_due() == client.now - 5000 + RETRY
+
+
+def test_next_written_deadline_reports_the_earliest_new_deadline_once(client: Client) -> None:
+    storage = client.engine.storage
+    storage.next_written_deadline()
+    client.create("t", timeout=5000, tags={"resonate:timer": "true"})
+    client.create("u", timeout=3000, tags={"resonate:timer": "true"})
+    assert storage.next_written_deadline() == client.now + 3000
+    assert storage.next_written_deadline() is None
+
+
+def test_execute_can_leave_the_preload_out_of_fence_answers(client: Client) -> None:
+    v = client.run_root("wf")
+    client.fence_create("wf", v, "wf:1", tags=child_tags("wf", "wf:1", branch="wf"))
+    request = TaskFence("wf", v, FenceSettle(PromiseSettle("wf:1", "resolved")))
+    with_preload = client.engine.execute(request, client.now, "c1")
+    without = client.engine.execute(request, client.now, "c1", fence_preload=False)
+    assert [p.id for p in with_preload.data.preload] == ["wf:1"]
+    assert without.data.preload == []
+    assert without.data.action.head.status == 200

@@ -62,6 +62,12 @@ def test_an_invalid_cron_is_400(client: Client, cron: str) -> None:
      "promiseTags": {"resonate:target": TARGET}},
     {"id": "s", "cron": "* * * * *", "promiseId": TEMPLATE, "promiseTimeout": -1,
      "promiseTags": {"resonate:target": TARGET}},
+    {"id": "s\x00", "cron": "* * * * *", "promiseId": TEMPLATE, "promiseTimeout": 1,
+     "promiseTags": {"resonate:target": TARGET}},
+    {"id": "s", "cron": "* * * * *", "promiseId": "x\x00{{.id}}", "promiseTimeout": 1,
+     "promiseTags": {"resonate:target": TARGET}},
+    {"id": "s", "cron": "* * * * *", "promiseId": TEMPLATE, "promiseTimeout": 1,
+     "promiseTags": {"resonate:target": "nowhere"}},
 ])
 def test_an_invalid_schedule_is_400(client: Client, data: dict[str, Any]) -> None:
     assert client.request("schedule.create", data).status == 400
