@@ -147,6 +147,7 @@ class Resonate:
         self.ttl_ms = int(_seconds(ttl, "ttl") * 1000)
         self.timeout_ms = int(_seconds(timeout, "timeout") * 1000)
         self.listen_interval = listen_interval
+        self.connect_wait = 10.0
         self.codec = Codec()
         self.registry = Registry()
         self._dependencies: dict[type[Any], Any] = {}
@@ -229,16 +230,20 @@ class Resonate:
             await stack.enter_async_context(self.transport)  # type: ignore[arg-type]
             stream = self.transport.subscribe(self.group, self.pid,
                                               accepts_work=self.accepts_work)
-            stack.callback(self.transport.unsubscribe, self.group, self.pid)
             tg = anyio.create_task_group()
             await tg.__aenter__()
         except BaseException:
             await stack.aclose()
             raise
+        tg.start_soon(self.transport.background)
         tg.start_soon(self._receive, stream, tg)
         tg.start_soon(self.worker.heartbeat_forever)
         tg.start_soon(self._relisten_forever)
         self._stack, self._tg = stack, tg
+        # Work dispatched before the stream is connected would be dropped by a server: wait
+        # (bounded) for it; if the server is down the transport keeps reconnecting.
+        with anyio.move_on_after(self.connect_wait):
+            await self.transport.wait_subscribed(self.group, self.pid)
         log.info("resonate_started", pid=self.pid, group=self.group,
                  transport=type(self.transport).__name__)
         return self
@@ -250,6 +255,8 @@ class Resonate:
         for waiter in self._waiters.values():
             waiter.event.set()  # wake waiters: they see that the client stopped
         try:
+            if stack is not None:  # take no more work: released tasks go to other workers
+                self.transport.unsubscribe(self.group, self.pid)
             if tg is not None:
                 # Stop everything we own: executions still running release their tasks.
                 # The body's own exception is not handed to the task group, so it reaches

@@ -26,7 +26,16 @@ class Transport(Protocol):
         ``poll://any@group`` when ``accepts_work``."""
         ...
 
+    async def wait_subscribed(self, group: str, pid: str) -> None:
+        """Wait until messages for ``pid`` in ``group`` can arrive."""
+        ...
+
     def unsubscribe(self, group: str, pid: str) -> None: ...
+
+    async def background(self) -> None:
+        """The transport's background work (timers, streams), run by each owner in its own
+        task group until cancelled. Owners may share one transport."""
+        ...
 
     async def __aenter__(self) -> Transport: ...
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import anyio
 import structlog
-from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from resonate_async._clock import Clock, SystemClock
@@ -61,7 +60,8 @@ class EmbeddedTransport:
         self._subscribers: dict[tuple[str, str], _Subscriber] = {}
         self._rr: dict[str, int] = {}
         self._owners = 0
-        self._tg: TaskGroup | None = None
+        self._ticker = anyio.Lock()
+        self._closed = False
         self._wake = anyio.Event()
         self._wake_at = math.inf
         self.fence_preload = False
@@ -72,13 +72,9 @@ class EmbeddedTransport:
 
     async def __aenter__(self) -> EmbeddedTransport:
         self._owners += 1
-        if self._owners == 1:
-            if not self._recovered and self._close_engine:
-                self._recovered = True
-                self._recover()
-            self._tg = anyio.create_task_group()
-            await self._tg.__aenter__()
-            self._tg.start_soon(self._tick_forever)
+        if self._owners == 1 and not self._recovered and self._close_engine:
+            self._recovered = True
+            self._recover()
         return self
 
     def _recover(self) -> None:
@@ -113,12 +109,19 @@ class EmbeddedTransport:
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         self._owners -= 1
-        if self._owners == 0 and self._tg is not None:
-            tg, self._tg = self._tg, None
-            tg.cancel_scope.cancel()
-            await tg.__aexit__(None, None, None)
-            if self._close_engine:
-                self.engine.close()
+        if self._owners == 0 and self._close_engine and not self._closed:
+            self._closed = True
+            self.engine.close()
+
+    async def background(self) -> None:
+        """Fire the engine's timers until cancelled.
+
+        Every owner runs this in its own task group; one of them ticks at a time, and when it
+        stops (its owner left) another takes over, so a shared transport never depends on
+        the task that happened to enter it first.
+        """
+        async with self._ticker:
+            await self._tick_forever()
 
     async def send(self, request: Request) -> Response:
         engine = self.engine
@@ -137,6 +140,10 @@ class EmbeddedTransport:
         if accepts_work:
             self._deliver(self._backlog.pop(group, []))
         return receive
+
+    async def wait_subscribed(self, group: str, pid: str) -> None:
+        """Subscriptions of the embedded engine are live at once."""
+        await anyio.lowlevel.checkpoint()
 
     def unsubscribe(self, group: str, pid: str) -> None:
         sub = self._subscribers.pop((group, pid), None)

@@ -23,6 +23,7 @@ delivery is at-most-once, as on the server: messages sent while disconnected are
 from __future__ import annotations
 
 import math
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -64,6 +65,16 @@ SAFE_TO_REPEAT: Final = frozenset({
 # Repeated after an ambiguous failure, with the outcome confirmed (see ``_confirm``).
 _CONFIRMED: Final = frozenset({"task.fulfill"})
 _PROXY_STATUSES: Final = frozenset({502, 503, 504})
+# The server sends nothing on an idle stream: TCP keep-alive notices a peer that vanished
+# without closing the connection (a crashed host, a dropped NAT entry).
+_KEEPALIVE: Final = [
+    (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+    *((socket.IPPROTO_TCP, option, value) for option, value in (
+        (getattr(socket, "TCP_KEEPIDLE", None), 60),
+        (getattr(socket, "TCP_KEEPINTVL", None), 15),
+        (getattr(socket, "TCP_KEEPCNT", None), 4),
+    ) if option is not None),
+]
 
 
 class _Ambiguous(Exception):
@@ -149,9 +160,11 @@ class HttpTransport:
     async def __aenter__(self) -> HttpTransport:
         self._owners += 1
         if self._owners == 1:
+            transport = self._mock if self._mock is not None else httpx.AsyncHTTPTransport(
+                limits=self._limits, socket_options=_KEEPALIVE, trust_env=False)
             self._client = httpx.AsyncClient(
-                follow_redirects=False, timeout=self._timeout, limits=self._limits,
-                transport=self._mock, headers=self._headers, trust_env=False,
+                follow_redirects=False, timeout=self._timeout, transport=transport,
+                headers=self._headers, trust_env=False,
             )
             self._tg = anyio.create_task_group()
             await self._tg.__aenter__()
@@ -201,6 +214,8 @@ class HttpTransport:
         maybe_delivered = False
         while True:
             attempt += 1
+            if self._client is not client:
+                raise NotStartedError(f"{kind}: the HttpTransport to {self.url} was closed")
             try:
                 answer = await self._post(client, kind, body)
             except _NotDelivered as exc:
@@ -311,6 +326,11 @@ class HttpTransport:
         if sub is not None:
             sub.scope.cancel()
             sub.stream.close()
+
+    async def background(self) -> None:
+        """Nothing to run in the owner's task group: subscriptions live in the transport's
+        own task group, entered and left with it."""
+        await anyio.sleep_forever()
 
     async def wait_subscribed(self, group: str, pid: str) -> None:
         """Wait until the subscription of ``pid`` in ``group`` is connected to the server."""

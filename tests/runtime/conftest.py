@@ -20,7 +20,7 @@ from resonate_async.transport import EmbeddedTransport
 
 from tests.runtime.spy import SpyTransport
 
-TRANSPORTS = ["memory", "sqlite"]
+TRANSPORTS = ["memory", "sqlite", "http"]
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,12 @@ class SpyTransport:
     def unsubscribe(self, group: str, pid: str) -> None:
         self.inner.unsubscribe(group, pid)
 
+    async def wait_subscribed(self, group: str, pid: str) -> None:
+        await self.inner.wait_subscribed(group, pid)
+
+    async def background(self) -> None:
+        await self.inner.background()
+
     async def __aenter__(self) -> SpyTransport:
         await self.inner.__aenter__()
         return self
