@@ -116,6 +116,7 @@ class HttpTransport:
             out while idle).
         connect_timeout: seconds to wait for a TCP connection.
         max_connections: size of the connection pool.
+        max_in_flight: how many ``POST /`` requests may be under way at once (the rest wait).
         transport: an ``httpx.AsyncBaseTransport`` to use instead of the network (tests).
 
     Nothing happens at construction; ``async with`` opens the connection pool and the task
@@ -134,6 +135,7 @@ class HttpTransport:
         timeout: float = 60.0,
         connect_timeout: float = 5.0,
         max_connections: int = 256,
+        max_in_flight: int = 32,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not url.startswith(("http://", "https://")):
@@ -152,6 +154,9 @@ class HttpTransport:
         if token is not None:
             self._headers["Authorization"] = f"Bearer {token}"
         self._client: httpx.AsyncClient | None = None
+        # httpcore's pool does work quadratic in the number of waiting requests; a fan-out of
+        # thousands of steps queues here instead, a few connections at a time.
+        self._in_flight = anyio.CapacityLimiter(max_in_flight)
         self._tg: TaskGroup | None = None
         self._owners = 0
         self._subscriptions: dict[tuple[str, str], _Subscription] = {}
@@ -257,7 +262,8 @@ class HttpTransport:
     async def _post(self, client: httpx.AsyncClient, kind: str,
                     body: bytes) -> tuple[int, bytes]:
         try:
-            answer = await client.post(self.url + "/", content=body)
+            async with self._in_flight:
+                answer = await client.post(self.url + "/", content=body)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
                 httpx.UnsupportedProtocol) as exc:
             raise _NotDelivered(_describe(exc)) from None
@@ -273,7 +279,7 @@ class HttpTransport:
 
     def _decode(self, kind: str, corr_id: str, status_code: int, content: bytes) -> Response:
         try:
-            return decode_response(kind, corr_id, content)
+            return decode_response(kind, corr_id, content, fence_preload=False)
         except ProtocolError:
             if status_code != 500:
                 raise
