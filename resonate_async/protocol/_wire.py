@@ -16,6 +16,8 @@ from resonate_async._errors import ProtocolError
 from resonate_async.protocol._messages import (
     REQUEST_TYPES,
     RESPONSE_TYPES,
+    ActionResult,
+    FenceResult,
     Message,
     Preload,
     Request,
@@ -142,6 +144,20 @@ class _ResponseEnvelopeIn(msgspec.Struct, frozen=True):
 
 _response_envelope_decoder = msgspec.json.Decoder(_ResponseEnvelopeIn)
 _response_decoders = {kind: msgspec.json.Decoder(cls) for kind, cls in RESPONSE_TYPES.items()}
+
+
+class _FenceResultIn(msgspec.Struct, frozen=True):
+    """``task.fence``'s answer as clients read it: the preload is skipped, not decoded.
+
+    The server recomputes the whole branch's preload on every fence; a client that keeps its
+    own cache never needs it, and decoding it would make a long execution quadratic.
+    """
+
+    action: ActionResult
+    preload: msgspec.Raw = msgspec.Raw(b"[]")
+
+
+_fence_decoder = msgspec.json.Decoder(_FenceResultIn)
 _preload_decoder = msgspec.json.Decoder(Preload)
 _error_decoder = msgspec.json.Decoder(str | dict[str, Any])
 _message_decoder = msgspec.json.Decoder(Message)
@@ -149,10 +165,12 @@ _message_decoder = msgspec.json.Decoder(Message)
 _SUCCESS = frozenset((200, 201))
 
 
-def decode_response(kind: str, corr_id: str | None, body: bytes) -> Response:
+def decode_response(kind: str, corr_id: str | None, body: bytes, *,
+                    fence_preload: bool = True) -> Response:
     """Decode the answer to a ``kind`` request; raises ``ProtocolError`` when it is malformed.
 
     Error answers keep their message as ``data`` (a string, or the ``error`` field of an object).
+    ``fence_preload=False`` skips the preload of ``task.fence`` answers (left empty).
     """
     decoder = _response_decoders.get(kind)
     if decoder is None:
@@ -173,6 +191,9 @@ def decode_response(kind: str, corr_id: str | None, body: bytes) -> Response:
                             kind=kind)
     try:
         if status in _SUCCESS:
+            if kind == "task.fence" and not fence_preload:
+                fenced = _fence_decoder.decode(env.data)
+                return Response(status, FenceResult(fenced.action, []))
             return Response(status, decoder.decode(env.data))
         if status == 300 and kind == "task.suspend":
             return Response(status, _preload_decoder.decode(env.data))

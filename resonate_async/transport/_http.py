@@ -135,7 +135,7 @@ class HttpTransport:
         timeout: float = 60.0,
         connect_timeout: float = 5.0,
         max_connections: int = 256,
-        max_in_flight: int = 32,
+        max_in_flight: int = 8,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not url.startswith(("http://", "https://")):
