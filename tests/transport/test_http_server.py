@@ -180,9 +180,7 @@ async def test_every_request_kind_answers_as_the_embedded_engine(
     async def no_wait(group: str, pid: str) -> None:
         return None
 
-    embedded = EmbeddedTransport(Engine.memory())
-    embedded.fence_preload = True  # the server always sends task.fence's preload
-    async with embedded:
+    async with EmbeddedTransport(Engine.memory()) as embedded:
         expected = await lifecycle(embedded, p, no_wait)
 
     async with HttpTransport(server.url) as http:
