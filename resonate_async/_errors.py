@@ -92,3 +92,11 @@ class TransportError(ResonateError):
 
 class NotFoundError(ResonateError, LookupError):
     """No promise, task or schedule has the given id."""
+
+
+class StorageLockedError(ResonateError):
+    """Another live process holds the embedded engine's SQLite file."""
+
+
+class SchemaVersionError(ResonateError):
+    """The SQLite file was written by a newer, incompatible version of resonate_async."""

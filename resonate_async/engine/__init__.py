@@ -5,12 +5,13 @@ that survives restarts. The engine is synchronous (see ``Engine``): it performs 
 through its storage and reads no clock; ``now`` is always passed in, in Unix milliseconds.
 """
 
+from resonate_async._errors import SchemaVersionError, StorageLockedError
 from resonate_async.engine._engine import DEFAULT_RETRY_TIMEOUT, Engine
 from resonate_async.engine._memory import MemoryStorage
 from resonate_async.engine._storage import Storage, TaskRow
 
-__all__ = ["DEFAULT_RETRY_TIMEOUT", "Engine", "MemoryStorage", "SqliteStorage", "Storage",
-           "TaskRow"]
+__all__ = ["DEFAULT_RETRY_TIMEOUT", "Engine", "MemoryStorage", "SchemaVersionError",
+           "SqliteStorage", "Storage", "StorageLockedError", "TaskRow"]
 
 
 def __getattr__(name: str) -> object:

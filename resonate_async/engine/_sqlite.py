@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import msgspec
 
-from resonate_async._errors import ResonateError
+from resonate_async._errors import SchemaVersionError, StorageLockedError
 from resonate_async.engine._storage import TaskRow, tags_match
 from resonate_async.protocol import (
     TAG_BRANCH,
@@ -80,14 +80,6 @@ _promise = msgspec.json.Decoder(Promise).decode
 _task = msgspec.json.Decoder(TaskRow).decode
 _schedule = msgspec.json.Decoder(Schedule).decode
 _message = msgspec.json.Decoder(Message).decode
-
-
-class StorageLockedError(ResonateError):
-    """Another live process holds the SQLite file."""
-
-
-class SchemaVersionError(ResonateError):
-    """The SQLite file was written by a newer, incompatible version of resonate_async."""
 
 
 class SqliteStorage:
