@@ -181,7 +181,8 @@ class Resonate:
     def register(self, fn: F, /) -> F: ...
 
     @overload
-    def register(self, *, name: str | None = None, version: int = 1) -> Callable[[F], F]: ...
+    def register(self, fn: None = None, /, *, name: str | None = None,
+                 version: int = 1) -> Callable[[F], F]: ...
 
     def register(self, fn: F | None = None, /, *, name: str | None = None,
                  version: int = 1) -> F | Callable[[F], F]:
@@ -227,7 +228,7 @@ class Resonate:
             raise ResonateError("this Resonate is already running; enter it only once")
         stack = AsyncExitStack()
         try:
-            await stack.enter_async_context(self.transport)  # type: ignore[arg-type]
+            await stack.enter_async_context(self.transport)
             stream = self.transport.subscribe(self.group, self.pid,
                                               accepts_work=self.accepts_work)
             tg = anyio.create_task_group()
@@ -381,18 +382,18 @@ class Resonate:
         return Invoker(self, timeout=timeout, target=target, version=version, tags=tags)
 
     @overload
-    async def run(self, id: str, fn: Callable[P, Coroutine[Any, Any, T]], /,  # noqa: A002
+    async def run(self, id: str, fn: Callable[P, Coroutine[Any, Any, T]], /,
                   *args: P.args, **kwargs: P.kwargs) -> Handle[T]: ...
 
     @overload
-    async def run(self, id: str, fn: Callable[P, T], /,  # noqa: A002
+    async def run(self, id: str, fn: Callable[P, T], /,
                   *args: P.args, **kwargs: P.kwargs) -> Handle[T]: ...
 
     @overload
-    async def run(self, id: str, fn: str, /, *args: Any,  # noqa: A002
+    async def run(self, id: str, fn: str, /, *args: Any,
                   **kwargs: Any) -> Handle[Any]: ...
 
-    async def run(self, id: str, fn: Any, /, *args: Any,  # noqa: A002
+    async def run(self, id: str, fn: Any, /, *args: Any,
                   **kwargs: Any) -> Handle[Any]:
         """Start ``fn(*args, **kwargs)`` as execution ``id`` in this process.
 
@@ -402,13 +403,13 @@ class Resonate:
         """
         return await Invoker(self).run(id, fn, *args, **kwargs)
 
-    async def rpc(self, id: str, fn: Any, /, *args: Any,  # noqa: A002
+    async def rpc(self, id: str, fn: Any, /, *args: Any,
                   **kwargs: Any) -> Handle[Any]:
         """Start ``fn(*args, **kwargs)`` as execution ``id`` on any worker of the target
         group (by default this one's). ``fn`` is a function name or a registered function."""
         return await Invoker(self).rpc(id, fn, *args, **kwargs)
 
-    async def get(self, id: str) -> Handle[Any]:  # noqa: A002
+    async def get(self, id: str) -> Handle[Any]:
         """A handle on the existing promise ``id``; raises ``NotFoundError`` if there is none."""
         self._require_running("resonate.get")
         response = await self.send(PromiseGet(id))
@@ -461,7 +462,7 @@ class Invoker:
                                     "@resonate.register (or pass its registered name)")
         return found_fn.name, self.version or found_fn.version, found_fn.returns
 
-    def _create(self, id: str, name: str, version: int, args: tuple[Any, ...],  # noqa: A002
+    def _create(self, id: str, name: str, version: int, args: tuple[Any, ...],
                 kwargs: dict[str, Any], target: str) -> PromiseCreate:
         client = self.client
         param = client.codec.encode_invocation(name, args, kwargs, version)
@@ -469,7 +470,7 @@ class Invoker:
                 TAG_SCOPE: "global", TAG_TARGET: target}
         return PromiseCreate(id, client.clock.now_ms() + self.timeout_ms, param, tags)
 
-    async def run(self, id: str, fn: Any, /, *args: Any, **kwargs: Any) -> Handle[Any]:  # noqa: A002
+    async def run(self, id: str, fn: Any, /, *args: Any, **kwargs: Any) -> Handle[Any]:
         """See ``Resonate.run``."""
         client = self.client
         tg = client._require_running("resonate.run")
@@ -494,7 +495,7 @@ class Invoker:
             expect_ok(response, "task.create")
         return Handle(id, _RootState(client, returns))
 
-    async def rpc(self, id: str, fn: Any, /, *args: Any, **kwargs: Any) -> Handle[Any]:  # noqa: A002
+    async def rpc(self, id: str, fn: Any, /, *args: Any, **kwargs: Any) -> Handle[Any]:
         """See ``Resonate.rpc``."""
         client = self.client
         client._require_running("resonate.rpc")

@@ -10,6 +10,7 @@ only for builtin exception types and types registered with ``register_error``: n
 from __future__ import annotations
 
 import base64
+import contextlib
 import builtins
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -155,10 +156,8 @@ class Codec:
             payload["type"], payload["module"] = exc.type_name, exc.module
             payload["message"] = exc.message
         else:
-            try:
+            with contextlib.suppress(TypeError, msgspec.EncodeError):  # args are optional
                 payload["args"] = msgspec.to_builtins(exc.args)
-            except (TypeError, msgspec.EncodeError):
-                pass
         return Value(data=_b64(_encoder.encode(payload)))
 
     def decode_error(self, value: Value) -> BaseException:

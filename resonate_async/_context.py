@@ -134,7 +134,8 @@ class Handle(Generic[T]):
         self._state = state
 
     def __await__(self) -> Generator[Any, None, T]:
-        return self._state.wait(self).__await__()
+        value: T = yield from self._state.wait(self).__await__()
+        return value
 
     async def result(self, timeout: float | timedelta | None = None) -> T:
         """The value, waiting at most ``timeout`` (seconds or timedelta) for it.
@@ -232,7 +233,7 @@ class Context:
         return Call(self, "sleep", None, (), {"seconds": float(span)})
 
     def promise(self, *, timeout: float | timedelta | None = None,
-                type: Any = Any) -> Call[Any]:  # noqa: A002 - reads well at call sites
+                type: Any = Any) -> Call[Any]:
         """A promise settled from outside (human in the loop): ``.spawn()`` it, publish
         ``handle.id``, and ``await handle`` for the value someone resolves it with
         (``resonate.promises.resolve(id, value)``)."""
@@ -251,7 +252,8 @@ class Context:
 
     def get_dependency(self, type_: type[T]) -> T:
         """The object registered with ``resonate.set_dependency`` for ``type_``."""
-        return self._exec.dependency(type_)
+        found: T = self._exec.dependency(type_)
+        return found
 
     def __repr__(self) -> str:
         return f"<Context {self.id}>"

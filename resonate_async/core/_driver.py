@@ -32,6 +32,7 @@ from resonate_async.protocol import (
     PromiseSettle,
     Request,
     Response,
+    SettleState,
     TaskAcquire,
     TaskFulfill,
     TaskHeartbeat,
@@ -172,6 +173,7 @@ class Worker:
 
     # finishing --------------------------------------------------------------------------------
     async def _fulfill(self, tid: str, version: int, outcome: Outcome, tlog: Any) -> None:
+        state: SettleState
         if outcome.kind == "done":
             try:
                 value = self.codec.encode(outcome.value, what=f"result of {tid}")

@@ -57,11 +57,11 @@ DAY_MS: Final = 86_400_000
 _INLINE: Final = frozenset((_now, random.random))
 
 
-class LeaseLost(BaseException):  # noqa: N818 - control flow
+class LeaseLost(BaseException):
     """The task is no longer ours (409): stop at once, write nothing more."""
 
 
-class PlatformFailure(BaseException):  # noqa: N818 - control flow
+class PlatformFailure(BaseException):
     """The engine could not be reached or answered nonsense: give the task back."""
 
 
@@ -423,7 +423,7 @@ class Execution:
 def _group_outcome(group: BaseExceptionGroup[Any]) -> Outcome:
     """An exception group of only Suspended (and the cancellations they caused) is one
     suspension; anything else in it is the function's failure."""
-    suspended, rest = group.split(Suspended)
+    _, rest = group.split(Suspended)
     if rest is None:
         return Outcome("waiting")
     lost, rest2 = rest.split((LeaseLost, PlatformFailure))

@@ -17,7 +17,6 @@ import pytest
 from resonate_async import Resonate
 from resonate_async.engine import Engine
 from resonate_async.transport import EmbeddedTransport
-
 from tests.runtime.spy import SpyTransport
 
 TRANSPORTS = ["memory", "sqlite", "http"]

@@ -15,7 +15,6 @@ from resonate_async import (
     Resonate,
     TimedOutError,
 )
-
 from tests.runtime.conftest import Connect
 
 

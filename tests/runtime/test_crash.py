@@ -13,7 +13,6 @@ import pytest
 
 from resonate_async import Resonate
 from resonate_async.engine import Engine, StorageLockedError
-
 from tests.runtime.crash_worker import STEPS
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -147,7 +147,7 @@ async def test_retries_stop_at_the_step_deadline(
 
 async def test_unknown_function_name_is_a_clear_error(resonate: Resonate) -> None:
     async with resonate:
-        with pytest.raises(RegistrationError, match="register it with @resonate.register"):
+        with pytest.raises(RegistrationError, match=r"register it with @resonate\.register"):
             await resonate.run("x-1", "nobody")
 
 
@@ -155,7 +155,7 @@ async def test_running_an_unregistered_function_is_a_clear_error(resonate: Reson
     async def stray(ctx: Context) -> None: ...
 
     async with resonate:
-        with pytest.raises(RegistrationError, match="decorate it with @resonate.register"):
+        with pytest.raises(RegistrationError, match=r"decorate it with @resonate\.register"):
             await resonate.run("x-2", stray)
 
 

@@ -9,7 +9,6 @@ import anyio
 import pytest
 
 from resonate_async import Context, NonDeterminismError, Resonate, Suspended
-
 from tests.runtime.conftest import Connect
 
 
