@@ -10,8 +10,8 @@ only for builtin exception types and types registered with ``register_error``: n
 from __future__ import annotations
 
 import base64
-import contextlib
 import builtins
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 

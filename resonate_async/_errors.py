@@ -22,7 +22,7 @@ class InvalidIdError(ResonateError, ValueError):
     """A promise or schedule id breaks the id rules (empty, NUL, or ':' in a root id)."""
 
 
-class Suspended(BaseException):  # noqa: N818 - a control-flow signal, not an error
+class Suspended(BaseException):
     """The execution must wait: a durable dependency it awaits is still pending.
 
     A ``BaseException``, so ``except Exception`` in user code cannot swallow it. It unwinds the

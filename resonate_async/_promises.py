@@ -57,7 +57,7 @@ class Promises:
     def __init__(self, client: Resonate) -> None:
         self._client = client
 
-    async def create(self, id: str, *, timeout: float | timedelta,  # noqa: A002
+    async def create(self, id: str, *, timeout: float | timedelta,
                      param: Any = None, tags: dict[str, str] | None = None) -> PromiseRecord:
         """Create promise ``id`` (or return the existing one) that times out after
         ``timeout``; it can be awaited (``resonate.get(id)``) and settled from outside."""
@@ -68,21 +68,21 @@ class Promises:
         value = client.codec.encode(param, what=f"param of promise {id!r}")
         return await self._one(PromiseCreate(id, deadline, value, all_tags), id)
 
-    async def get(self, id: str) -> PromiseRecord:  # noqa: A002
+    async def get(self, id: str) -> PromiseRecord:
         """The promise ``id``; raises ``NotFoundError`` if there is none."""
         return await self._one(PromiseGet(id), id)
 
-    async def resolve(self, id: str, value: Any = None) -> PromiseRecord:  # noqa: A002
+    async def resolve(self, id: str, value: Any = None) -> PromiseRecord:
         """Resolve promise ``id`` with ``value`` (no-op if it is settled already)."""
         encoded = self._client.codec.encode(value, what=f"value of promise {id!r}")
         return await self._settle(id, "resolved", encoded)
 
-    async def reject(self, id: str, error: BaseException | str) -> PromiseRecord:  # noqa: A002
+    async def reject(self, id: str, error: BaseException | str) -> PromiseRecord:
         """Reject promise ``id`` with ``error`` (an exception, or a message)."""
         exc = error if isinstance(error, BaseException) else ApplicationError(str(error))
         return await self._settle(id, "rejected", self._client.codec.encode_error(exc))
 
-    async def cancel(self, id: str) -> PromiseRecord:  # noqa: A002
+    async def cancel(self, id: str) -> PromiseRecord:
         """Cancel promise ``id``: awaiting it raises ``CanceledError``."""
         return await self._settle(id, "rejected_canceled", Value())
 
@@ -101,10 +101,10 @@ class Promises:
             if cursor is None:
                 return
 
-    async def _settle(self, id: str, state: SettleState, value: Value) -> PromiseRecord:  # noqa: A002
+    async def _settle(self, id: str, state: SettleState, value: Value) -> PromiseRecord:
         return await self._one(PromiseSettle(id, state, value), id)
 
-    async def _one(self, request: Any, id: str) -> PromiseRecord:  # noqa: A002
+    async def _one(self, request: Any, id: str) -> PromiseRecord:
         client = self._client
         response = await client.send(request)
         expect_ok(response, request.KIND, subject=repr(id))
@@ -118,7 +118,7 @@ class Schedules:
     def __init__(self, client: Resonate) -> None:
         self._client = client
 
-    async def create(self, id: str, cron: str, fn: str | Callable[..., Any], /,  # noqa: A002
+    async def create(self, id: str, cron: str, fn: str | Callable[..., Any], /,
                      *args: Any, timeout: float | timedelta = timedelta(days=1),
                      target: str | None = None, **kwargs: Any) -> ScheduleRecord:
         """Fire ``fn(*args, **kwargs)`` on ``cron`` (5 fields, UTC; 6 with leading seconds).
@@ -150,13 +150,13 @@ class Schedules:
         expect_ok(response, "schedule.create", subject=repr(id))
         return ScheduleRecord.of(response.data.schedule, client.codec)
 
-    async def get(self, id: str) -> ScheduleRecord:  # noqa: A002
+    async def get(self, id: str) -> ScheduleRecord:
         """The schedule ``id``; raises ``NotFoundError`` if there is none."""
         response = await self._client.send(ScheduleGet(id))
         expect_ok(response, "schedule.get", subject=repr(id))
         return ScheduleRecord.of(response.data.schedule, self._client.codec)
 
-    async def delete(self, id: str) -> None:  # noqa: A002
+    async def delete(self, id: str) -> None:
         """Stop schedule ``id`` (executions it already started go on)."""
         response = await self._client.send(ScheduleDelete(id))
         expect_ok(response, "schedule.delete", subject=repr(id))

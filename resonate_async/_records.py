@@ -45,7 +45,7 @@ class PromiseRecord:
         """Whether nobody has settled the promise yet."""
         return self.state == "pending"
 
-    def result(self, type: Any = Any) -> Any:  # noqa: A002 - reads well at call sites
+    def result(self, type: Any = Any) -> Any:
         """The resolved value (converted to ``type``), or raise the rejection's error.
 
         Raises ``ResonateError`` if the promise is still pending.

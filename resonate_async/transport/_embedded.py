@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from types import TracebackType
-from typing import Any
 
 import anyio
 import structlog
