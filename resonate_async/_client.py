@@ -237,6 +237,7 @@ class Resonate:
             await stack.aclose()
             raise
         tg.start_soon(self.transport.background)
+        tg.start_soon(self.clock.background)
         tg.start_soon(self._receive, stream, tg)
         tg.start_soon(self.worker.heartbeat_forever)
         tg.start_soon(self._relisten_forever)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Protocol
 
@@ -9,11 +10,28 @@ import anyio
 
 
 class Clock(Protocol):
-    """Wall-clock time in Unix milliseconds, and a way to wait for a moment of it."""
+    """Wall-clock time in Unix milliseconds, and ways to wait for a moment of it.
 
-    def now_ms(self) -> int: ...
+    ``SystemClock`` is the real one; ``resonate_async.testing.VirtualClock`` lets tests jump
+    over durable sleeps, timeouts and retry back-offs.
+    """
 
-    async def sleep(self, seconds: float) -> None: ...
+    def now_ms(self) -> int:
+        """The current time, in Unix milliseconds."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` of this clock's time."""
+        ...
+
+    async def wait(self, event: anyio.Event, seconds: float) -> None:
+        """Wait until ``event`` is set or ``seconds`` of this clock's time pass (``inf``: no
+        limit), whichever comes first."""
+        ...
+
+    async def background(self) -> None:
+        """Work the clock needs done while a ``Resonate`` using it runs (owner's task group)."""
+        ...
 
 
 class SystemClock:
@@ -24,3 +42,10 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(max(seconds, 0.0))
+
+    async def wait(self, event: anyio.Event, seconds: float) -> None:
+        with anyio.move_on_after(seconds if not math.isnan(seconds) else 0.0):
+            await event.wait()
+
+    async def background(self) -> None:
+        await anyio.sleep_forever()

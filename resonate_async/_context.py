@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, ove
 
 import anyio
 
+from resonate_async._clock import Clock
 from resonate_async._errors import ContextError
 from resonate_async._retry import RetryPolicy
 from resonate_async.protocol import child_id
@@ -244,7 +245,7 @@ class Context:
 
     def now(self) -> Call[datetime]:
         """The current time, recorded as a step: identical on every replay."""
-        return Call(self, "run", _now, (), {})
+        return Call(self, "run", now, (self._exec.worker.clock,), {})
 
     def random(self) -> Call[float]:
         """A random float in [0, 1), recorded as a step: identical on every replay."""
@@ -259,5 +260,6 @@ class Context:
         return f"<Context {self.id}>"
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+def now(clock: Clock) -> datetime:
+    """The time of ``clock`` (the step behind ``ctx.now()``)."""
+    return datetime.fromtimestamp(clock.now_ms() / 1000, UTC)

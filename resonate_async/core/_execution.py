@@ -19,7 +19,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from resonate_async._context import Call, Context, Handle, _now
+from resonate_async._context import Call, Context, Handle, now
 from resonate_async._errors import (
     ContextError,
     EncodingError,
@@ -54,7 +54,7 @@ log = structlog.get_logger("resonate_async.execution")
 
 CALL_TAG: Final = "resonate_async:call"
 DAY_MS: Final = 86_400_000
-_INLINE: Final = frozenset((_now, random.random))
+_INLINE: Final = frozenset((now, random.random))
 
 
 class LeaseLost(BaseException):

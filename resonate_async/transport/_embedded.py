@@ -52,10 +52,11 @@ class EmbeddedTransport:
     """
 
     def __init__(self, engine: Engine | None = None, *, clock: Clock | None = None,
-                 close_engine: bool | None = None) -> None:
+                 close_engine: bool | None = None, recover: bool | None = None) -> None:
         self.engine = engine if engine is not None else Engine.memory()
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._close_engine = engine is None if close_engine is None else close_engine
+        self._recover_on_open = self._close_engine if recover is None else recover
         self._subscribers: dict[tuple[str, str], _Subscriber] = {}
         self._rr: dict[str, int] = {}
         self._owners = 0
@@ -71,7 +72,7 @@ class EmbeddedTransport:
 
     async def __aenter__(self) -> EmbeddedTransport:
         self._owners += 1
-        if self._owners == 1 and not self._recovered and self._close_engine:
+        if self._owners == 1 and not self._recovered and self._recover_on_open:
             self._recovered = True
             self._recover()
         return self
@@ -201,8 +202,7 @@ class EmbeddedTransport:
             self._wake = anyio.Event()
             self._wake_at = math.inf if due is None else due
             delay = math.inf if due is None else (due - now) / 1000
-            with anyio.move_on_after(delay):
-                await self._wake.wait()
+            await clock.wait(self._wake, delay)
 
     def __repr__(self) -> str:
         return f"EmbeddedTransport({self.engine!r})"
