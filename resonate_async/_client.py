@@ -173,6 +173,7 @@ class Resonate:
         self.promises = Promises(self)
         self.schedules = Schedules(self)
         self._waiters: dict[str, _Waiter] = {}
+        self._listening: anyio.Event | None = None
         self._tg: TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
 
@@ -321,6 +322,9 @@ class Resonate:
     async def _relisten_forever(self) -> None:
         """Unblock messages can be lost: re-register listeners of unsettled handles."""
         while True:
+            if not self._waiters:  # idle: no periodic wake-ups (they would stall a virtual clock)
+                self._listening = anyio.Event()
+                await self._listening.wait()
             await self.clock.sleep(self.listen_interval)
             for pid, waiter in list(self._waiters.items()):
                 if waiter.listening and waiter.promise is None:
@@ -354,6 +358,8 @@ class Resonate:
         waiter = self._waiters.get(promise_id)
         if waiter is None:
             waiter = self._waiters[promise_id] = _Waiter()
+            if self._listening is not None:
+                self._listening.set()
         if not waiter.listening:
             waiter.listening = True
             try:

@@ -78,6 +78,7 @@ class Worker:
         self.dependency = dependency
         self.on_settled = on_settled
         self.held: dict[str, int] = {}
+        self._claimed: anyio.Event | None = None
 
     def target_address(self, target: str | None) -> str:
         """A group name becomes ``poll://any@group``; an address is used as it is."""
@@ -124,6 +125,8 @@ class Worker:
             return  # a timer is never run as a function; its deadline settles it
         tid, version = task.id, task.version
         self.held[tid] = version
+        if self._claimed is not None:
+            self._claimed.set()
         tlog = log.bind(task_id=tid, promise_id=tid, attempt=version)
         try:
             execution = self._prepare(claim)
@@ -233,6 +236,9 @@ class Worker:
     async def heartbeat_forever(self) -> None:
         """Extend the leases of held tasks every ttl/2, one request per origin."""
         while True:
+            if not self.held:  # idle: no periodic wake-ups (they would stall a virtual clock)
+                self._claimed = anyio.Event()
+                await self._claimed.wait()
             await self.clock.sleep(self.ttl_ms / 2000)
             await self.heartbeat()
 
