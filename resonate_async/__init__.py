@@ -25,6 +25,7 @@ from resonate_async._errors import (
     TimedOutError,
     TransportError,
 )
+from resonate_async._logging import configure_logging
 from resonate_async._records import PromiseRecord, ScheduleRecord
 from resonate_async._retry import Constant, Exponential, Linear, Never, RetryPolicy
 
@@ -59,5 +60,6 @@ __all__ = [
     "Suspended",
     "TimedOutError",
     "TransportError",
+    "configure_logging",
 ]
 __version__ = "0.1.0.dev0"
