@@ -4,6 +4,15 @@ Commands:
     dev     run a development server: the embedded engine behind the Resonate HTTP API, for
             local development and tests. Production deployments use the Resonate server
             (https://github.com/resonatehq/resonate), not this command.
+    invoke  start an execution on the workers of a group (``--wait`` prints its result)
+    get     show a promise: state, value or error, tags, timeouts
+    search  list promises by state and tags
+    resolve / reject / cancel
+            settle a pending promise (a human-in-the-loop step, a stuck execution)
+    tree    the call tree of an execution
+
+The engine commands talk to a Resonate server (``--url``, default ``RESONATE_URL``) or to the
+embedded engine in a SQLite file (``--db``); see resonate_async/_cli.py.
 
 Adding a command is one function decorated with ``@command``: it receives its subparser to
 declare arguments and returns the function that runs it (which returns the exit status).
@@ -81,6 +90,54 @@ def _dev(parser: argparse.ArgumentParser) -> Run:
 
     return run
 
+
+@command("invoke", "start an execution on the workers of a group (--wait: print its result)")
+def _invoke(parser: argparse.ArgumentParser) -> Run:
+    from resonate_async._cli import setup_invoke
+
+    return setup_invoke(parser)
+
+
+@command("get", "show a promise: state, value or error, tags, timeouts")
+def _get(parser: argparse.ArgumentParser) -> Run:
+    from resonate_async._cli import setup_get
+
+    return setup_get(parser)
+
+
+@command("search", "list promises, one per line, by state and tags")
+def _search(parser: argparse.ArgumentParser) -> Run:
+    from resonate_async._cli import setup_search
+
+    return setup_search(parser)
+
+
+@command("resolve", "resolve a pending promise with a JSON value")
+def _resolve(parser: argparse.ArgumentParser) -> Run:
+    from resonate_async._cli import setup_resolve
+
+    return setup_resolve(parser)
+
+
+@command("reject", "reject a pending promise with an error message")
+def _reject(parser: argparse.ArgumentParser) -> Run:
+    from resonate_async._cli import setup_reject
+
+    return setup_reject(parser)
+
+
+@command("cancel", "cancel a pending promise")
+def _cancel(parser: argparse.ArgumentParser) -> Run:
+    from resonate_async._cli import setup_cancel
+
+    return setup_cancel(parser)
+
+
+@command("tree", "show the call tree of an execution")
+def _tree(parser: argparse.ArgumentParser) -> Run:
+    from resonate_async._cli import setup_tree
+
+    return setup_tree(parser)
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m resonate_async",
