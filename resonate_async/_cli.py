@@ -32,7 +32,13 @@ from resonate_async._errors import (
 from resonate_async._logging import configure_logging
 from resonate_async._records import PromiseRecord
 from resonate_async._tree import describe, function_of, outcome, render_tree
-from resonate_async.protocol import PROMISE_STATES, TAG_ORIGIN, id_problem, origin_of
+from resonate_async.protocol import (
+    PROMISE_STATES,
+    TAG_ORIGIN,
+    PromiseGet,
+    id_problem,
+    origin_of,
+)
 
 Run = Callable[[argparse.Namespace], int]
 Body = Callable[[Resonate], Awaitable[int]]
@@ -118,6 +124,9 @@ def _execute(args: argparse.Namespace, body: Body, *, running: bool = False,
         async with resonate.transport:
             if not running:
                 return await body(resonate)
+            # Starting waits (bounded) for the push stream; ask something first, so that an
+            # unreachable server fails within CONNECT_RETRY instead.
+            await resonate.send(PromiseGet(args.id))
             async with resonate:
                 return await body(resonate)
 
