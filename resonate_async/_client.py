@@ -177,6 +177,18 @@ class Resonate:
         self._tg: TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
 
+    def _derive(self, *, transport: Transport, clock: Clock, pid: str | None = None) -> Resonate:
+        """Another Resonate with this one's functions, errors and dependencies, on another
+        transport and clock (the test kit runs copies of an application against throw-away
+        engines)."""
+        other = Resonate(transport=transport, clock=clock, group=self.group, pid=pid,
+                         ttl=self.ttl_ms / 1000, timeout=self.timeout_ms / 1000,
+                         retry=self.worker.retry, worker=self.accepts_work)
+        other.registry = other.worker.registry = self.registry
+        other.codec = other.worker.codec = self.codec
+        other._dependencies = self._dependencies
+        return other
+
     # registration -----------------------------------------------------------------------------
     @overload
     def register(self, fn: F, /) -> F: ...
@@ -321,6 +333,8 @@ class Resonate:
 
     async def _relisten_forever(self) -> None:
         """Unblock messages can be lost: re-register listeners of unsettled handles."""
+        if isinstance(self.transport, EmbeddedTransport):
+            return  # in-process delivery loses nothing
         while True:
             if not self._waiters:  # idle: no periodic wake-ups (they would stall a virtual clock)
                 self._listening = anyio.Event()

@@ -130,7 +130,7 @@ class Execution:
 
     def __init__(self, worker: Worker, task_id: str, version: int, root: Promise,
                  function: Function, args: list[Any], kwargs: dict[str, Any],
-                 preload: Iterable[Promise]) -> None:
+                 preload: Iterable[Promise], kept: dict[str, Promise] | None = None) -> None:
         self.worker = worker
         self.id = task_id
         self.version = version
@@ -140,7 +140,7 @@ class Execution:
         self.kwargs = kwargs
         self.origin = root.tags.get(TAG_ORIGIN) or origin_of(root.id)
         self.branch = root.tags.get(TAG_BRANCH) or root.id
-        self.cache: dict[str, Promise] = {}
+        self.cache: dict[str, Promise] = kept if kept is not None else {}
         self.absorb(preload)
         self.pending: dict[str, None] = {}
         self.nondeterminism: NonDeterminismError | None = None
@@ -164,28 +164,35 @@ class Execution:
         fn = self.function
         ctx = Context(self, self.id, self.root.timeout_at, fn.name, None)
         outcome: Outcome
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            try:
-                if fn.is_async:
-                    if fn.durable:
-                        value = await fn.fn(ctx, *self.args, **self.kwargs)
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                try:
+                    if fn.is_async:
+                        if fn.durable:
+                            value = await fn.fn(ctx, *self.args, **self.kwargs)
+                        else:
+                            value = await fn.fn(*self.args, **self.kwargs)
                     else:
-                        value = await fn.fn(*self.args, **self.kwargs)
-                else:
-                    call = functools.partial(fn.fn, *((ctx,) if fn.durable else ()),
-                                             *self.args, **self.kwargs)
-                    value = await anyio.to_thread.run_sync(call)
-                outcome = Outcome("done", value=value)
-            except Suspended:
-                outcome = Outcome("waiting")
-            except (LeaseLost, PlatformFailure):
-                raise
-            except BaseExceptionGroup as group:
-                outcome = _group_outcome(group)
-            except Exception as exc:
-                outcome = Outcome("failed", error=exc)
-        self._tg = None
+                        call = functools.partial(fn.fn, *((ctx,) if fn.durable else ()),
+                                                 *self.args, **self.kwargs)
+                        value = await anyio.to_thread.run_sync(call)
+                    outcome = Outcome("done", value=value)
+                except Suspended:
+                    outcome = Outcome("waiting")
+                except (LeaseLost, PlatformFailure):
+                    raise
+                except BaseExceptionGroup as group:
+                    outcome = _group_outcome(group)
+                except Exception as exc:
+                    outcome = Outcome("failed", error=exc)
+        except BaseExceptionGroup as group:
+            # The platform failed under the task group (in the body, which trio wraps, or in
+            # a spawned step): the run is over, whatever else the group holds.
+            _raise_platform_failure(group)
+            raise
+        finally:
+            self._tg = None
         if self.nondeterminism is not None:
             return Outcome("failed", error=self.nondeterminism)
         if outcome.kind != "failed" and self.pending:
@@ -389,12 +396,14 @@ class Execution:
         except Exception as exc:
             error = worker.codec.encode_error(exc)
             await self._settle(pid, "rejected", error)
+            self.log.debug("step_settled", step_id=pid, function=fn.name, state="rejected")
             self.log.info("step_failed", step_id=pid, function=fn.name, error=repr(exc))
             rebuilt = worker.codec.decode_error(error)
             if type(rebuilt) is type(exc):
                 raise
             raise rebuilt from exc
         await self._settle(pid, "resolved", encoded)
+        self.log.debug("step_settled", step_id=pid, function=fn.name, state="resolved")
         return value
 
     async def _run_leaf(self, call: Call[Any], fn: Function, deadline: int) -> Any:
@@ -418,6 +427,16 @@ class Execution:
                 self.log.info("step_retry", step_id=call.id, function=fn.name,
                               retry=attempt, delay=delay, error=repr(exc))
                 await clock.sleep(delay)
+
+
+def _raise_platform_failure(group: BaseExceptionGroup[Any]) -> None:
+    """Raise the first ``LeaseLost`` / ``PlatformFailure`` inside ``group``, if any."""
+    found, _ = group.split((LeaseLost, PlatformFailure))
+    while found is not None:
+        first = found.exceptions[0]
+        if not isinstance(first, BaseExceptionGroup):
+            raise first
+        found = first
 
 
 def _group_outcome(group: BaseExceptionGroup[Any]) -> Outcome:

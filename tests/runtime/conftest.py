@@ -46,9 +46,10 @@ def connect(transport_kind: str, tmp_path: Path, request: pytest.FixtureRequest)
     def make(**options: Any) -> Resonate:
         options.setdefault("group", group)
         spy = options.pop("spy", None)
+        wrap = options.pop("wrap", None)
         if transport_kind == "http":
             url = request.getfixturevalue("http_url")
-            if spy is None:
+            if spy is None and wrap is None:
                 return Resonate(url=url, **options)
             from resonate_async.transport import HttpTransport
 
@@ -61,6 +62,8 @@ def connect(transport_kind: str, tmp_path: Path, request: pytest.FixtureRequest)
             transport = shared["transport"]
         if spy is not None:
             transport = SpyTransport(transport, spy)
+        if wrap is not None:
+            transport = wrap(transport)
         return Resonate(transport=transport, **options)
 
     return make

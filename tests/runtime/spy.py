@@ -7,6 +7,7 @@ from typing import Any
 
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from resonate_async._errors import TransportError
 from resonate_async.protocol import Message, Request, Response
 
 
@@ -44,3 +45,21 @@ class SpyTransport:
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         await self.inner.__aexit__(exc_type, exc, tb)
+
+
+class FailingTransport(SpyTransport):
+    """A transport whose ``fail_on``-th request of kind ``kind`` raises ``TransportError``
+    (the engine never sees it), as if the connection dropped."""
+
+    def __init__(self, inner: Any, kind: str, fail_on: int) -> None:
+        super().__init__(inner, [])
+        self.kind = kind
+        self.fail_on = fail_on
+        self.seen = 0
+
+    async def send(self, request: Request) -> Response:
+        if self.kind == request.KIND:
+            self.seen += 1
+            if self.seen == self.fail_on:
+                raise TransportError(f"simulated connection loss on {request.KIND}")
+        return await super().send(request)

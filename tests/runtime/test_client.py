@@ -16,6 +16,7 @@ from resonate_async import (
     TimedOutError,
 )
 from tests.runtime.conftest import Connect
+from tests.runtime.spy import FailingTransport
 
 
 async def test_running_an_id_again_returns_the_first_outcome(
@@ -296,3 +297,33 @@ async def test_heartbeats_keep_a_long_step_from_being_taken_over(
         with anyio.fail_after(10):
             assert await handle == "ok"
     assert runs == [1]
+
+
+async def test_a_platform_failure_releases_the_task_and_the_replay_finishes_it(
+        connect: Connect, uid: Callable[[str], str]) -> None:
+    failing: list[FailingTransport] = []
+
+    def wrap(transport: object) -> FailingTransport:
+        failing.append(FailingTransport(transport, "task.fence", 4))  # the settle of step 2
+        return failing[0]
+
+    resonate = connect(wrap=wrap)
+    runs: list[int] = []
+
+    @resonate.register
+    def step(i: int) -> int:
+        runs.append(i)
+        return i
+
+    @resonate.register
+    async def flow(ctx: Context) -> int:
+        return await ctx.run(step, 1) + await ctx.run(step, 2)
+
+    async with resonate:
+        handle = await resonate.run(uid("platform"), flow)
+        with anyio.fail_after(40):
+            assert await handle == 3
+    log = failing[0].log
+    assert ("task.release", 200) in log
+    assert log.count(("task.fulfill", 200)) == 1
+    assert runs == [1, 2, 2]  # step 1 had settled; step 2 never had, so it ran again

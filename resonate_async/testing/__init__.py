@@ -1,0 +1,21 @@
+"""Testing durable functions: a virtual clock, crash-and-replay checks, execution trees.
+
+``pip install resonate-async`` also installs a pytest plugin with a ``resonate`` fixture: an
+embedded ``Resonate`` whose clock (``resonate.clock``, a ``VirtualClock``) lets a workflow that
+sleeps a week finish in milliseconds.
+
+    async def test_reminder(resonate):
+        @resonate.register
+        async def remind(ctx, who):
+            await ctx.sleep(timedelta(days=7))
+            return f"ping {who}"
+
+        handle = await resonate.run("reminder-1", remind, "ana")
+        assert await handle == "ping ana"
+        report = await check_replay(resonate, remind, "ana")
+"""
+
+from resonate_async.testing._clock import VirtualClock
+from resonate_async.testing._replay import ReplayCheckError, ReplayReport, check_replay
+
+__all__ = ["ReplayCheckError", "ReplayReport", "VirtualClock", "check_replay"]
