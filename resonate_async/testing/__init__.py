@@ -13,9 +13,25 @@ sleeps a week finish in milliseconds.
         handle = await resonate.run("reminder-1", remind, "ana")
         assert await handle == "ping ana"
         report = await check_replay(resonate, remind, "ana")
+        print(await render_execution(resonate, "reminder-1"))
 """
 
 from resonate_async.testing._clock import VirtualClock
+from resonate_async.testing._inspect import (
+    Step,
+    execution_records,
+    execution_tree,
+    render_execution,
+)
 from resonate_async.testing._replay import ReplayCheckError, ReplayReport, check_replay
 
-__all__ = ["ReplayCheckError", "ReplayReport", "VirtualClock", "check_replay"]
+__all__ = [
+    "ReplayCheckError",
+    "ReplayReport",
+    "Step",
+    "VirtualClock",
+    "check_replay",
+    "execution_records",
+    "execution_tree",
+    "render_execution",
+]

@@ -8,7 +8,13 @@ import anyio
 import pytest
 
 from resonate_async import Constant, Context, Resonate
-from resonate_async.testing import ReplayCheckError, VirtualClock, check_replay
+from resonate_async.testing import (
+    ReplayCheckError,
+    VirtualClock,
+    check_replay,
+    execution_tree,
+    render_execution,
+)
 
 
 async def test_a_workflow_that_sleeps_a_week_finishes_on_the_virtual_clock(
@@ -147,3 +153,36 @@ async def test_check_replay_reports_the_crash_point_of_a_non_durable_side_effect
     message = str(info.value)
     assert "crash after durable write #" in message
     assert "outcome differs" in message
+
+
+async def test_execution_tree_shows_each_promise_with_its_call_state_and_value(
+        resonate: Resonate) -> None:
+    @resonate.register
+    def price(item: str) -> int:
+        return len(item)
+
+    @resonate.register
+    async def reserve(ctx: Context, item: str) -> str:
+        return f"held {item}"
+
+    @resonate.register
+    async def order(ctx: Context, item: str) -> str:
+        cost = await ctx.run(price, item)
+        held = await ctx.rpc(reserve, item)
+        await ctx.sleep(timedelta(minutes=5))
+        return f"{held} for {cost}"
+
+    with anyio.fail_after(20):
+        assert await (await resonate.run("order-1", order, "lamp")) == "held lamp for 4"
+    tree = await execution_tree(resonate, "order-1")
+    assert (tree.id, tree.call, tree.state, tree.value) == (
+        "order-1", "root order", "resolved", "held lamp for 4")
+    assert [(s.id, s.call, s.state, s.value) for s in tree.children] == [
+        ("order-1:1", "run price", "resolved", 4),
+        ("order-1:2", "rpc reserve", "resolved", "held lamp"),
+        ("order-1:3", "sleep", "resolved", None),
+    ]
+    assert tree.find("order-1:2") is tree.children[1]
+    text = await render_execution(resonate, "order-1")
+    assert text.splitlines()[1].startswith("├── order-1:1")
+    assert "rpc reserve" in text
