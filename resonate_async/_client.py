@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import uuid
-from collections.abc import Callable, Coroutine
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Final, ParamSpec, TypeVar, overload
@@ -160,8 +161,14 @@ class Resonate:
         elif path is not None:
             from resonate_async.engine import Engine
 
-            self.transport = EmbeddedTransport(Engine.sqlite(os.fspath(path)), clock=self.clock,
-                                               close_engine=True)
+            try:
+                engine = Engine.sqlite(os.fspath(path))
+            except sqlite3.DatabaseError as exc:
+                raise ResonateError(
+                    f"{os.fspath(path)} cannot be used as an embedded engine file ({exc}): give "
+                    "the path of a file made by resonate_async, or of one that does not exist yet"
+                ) from None
+            self.transport = EmbeddedTransport(engine, clock=self.clock, close_engine=True)
         else:
             self.transport = EmbeddedTransport(clock=self.clock)
         self.worker = Worker(
@@ -257,8 +264,12 @@ class Resonate:
         self._stack, self._tg = stack, tg
         # Work dispatched before the stream is connected would be dropped by a server: wait
         # (bounded) for it; if the server is down the transport keeps reconnecting.
-        with anyio.move_on_after(self.connect_wait):
+        with anyio.move_on_after(self.connect_wait) as waited:
             await self.transport.wait_subscribed(self.group, self.pid)
+        if waited.cancelled_caught:
+            log.warning("resonate_not_connected", pid=self.pid, waited_s=self.connect_wait,
+                        detail="the message stream is not connected yet; it keeps retrying "
+                               "in the background")
         log.info("resonate_started", pid=self.pid, group=self.group,
                  transport=type(self.transport).__name__)
         return self
@@ -282,6 +293,18 @@ class Resonate:
             if stack is not None:
                 await stack.aclose()
             log.info("resonate_stopped", pid=self.pid)
+
+    @asynccontextmanager
+    async def lifespan(self, app: object = None) -> AsyncIterator[None]:
+        """Run this Resonate for the lifetime of a web application.
+
+        ``FastAPI(lifespan=resonate.lifespan)`` (or any ASGI framework taking a lifespan
+        context factory) starts it with the app and stops it with the app; the app's
+        endpoints then use ``resonate.run``/``rpc``/``get``/``promises``. Whether this
+        process also executes work is the constructor's ``worker=`` choice.
+        """
+        async with self:
+            yield
 
     async def serve(self) -> None:
         """Run as a worker until cancelled (or SIGINT/SIGTERM, when run in the main thread).

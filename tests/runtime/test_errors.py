@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import anyio
 import pytest
@@ -20,6 +21,7 @@ from resonate_async import (
     NotStartedError,
     RegistrationError,
     Resonate,
+    ResonateError,
 )
 
 
@@ -283,3 +285,10 @@ async def test_calls_before_the_client_starts_say_how_to_start_it(resonate: Reso
 
     with pytest.raises(NotStartedError, match="async with resonate"):
         await resonate.run("early-1", job)
+
+
+def test_a_file_that_is_not_an_engine_file_is_a_clear_error(tmp_path: Path) -> None:
+    garbage = tmp_path / "notes.db"
+    garbage.write_text("this is not a database " * 100)
+    with pytest.raises(ResonateError, match="cannot be used as an embedded engine file"):
+        Resonate(path=garbage)
