@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Final, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar, overload
 
 import anyio
 import structlog
@@ -19,7 +19,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from resonate_async._clock import Clock, SystemClock
 from resonate_async._codec import Codec
-from resonate_async._context import Handle
+from resonate_async._context import Context, Handle
 from resonate_async._errors import (
     ContextError,
     NotFoundError,
@@ -426,6 +426,10 @@ class Resonate:
         return Invoker(self, timeout=timeout, target=target, version=version, tags=tags)
 
     @overload
+    async def run(self, id: str, fn: Callable[Concatenate[Context, P], Coroutine[Any, Any, T]],
+                  /, *args: P.args, **kwargs: P.kwargs) -> Handle[T]: ...
+
+    @overload
     async def run(self, id: str, fn: Callable[P, Coroutine[Any, Any, T]], /,
                   *args: P.args, **kwargs: P.kwargs) -> Handle[T]: ...
 
@@ -446,6 +450,21 @@ class Resonate:
         new arguments; an unfinished execution of that id (from a crashed process) resumes.
         """
         return await Invoker(self).run(id, fn, *args, **kwargs)
+
+    @overload
+    async def rpc(self, id: str, fn: Callable[Concatenate[Context, P], Coroutine[Any, Any, T]],
+                  /, *args: P.args, **kwargs: P.kwargs) -> Handle[T]: ...
+
+    @overload
+    async def rpc(self, id: str, fn: Callable[P, Coroutine[Any, Any, T]], /,
+                  *args: P.args, **kwargs: P.kwargs) -> Handle[T]: ...
+
+    @overload
+    async def rpc(self, id: str, fn: Callable[P, T], /,
+                  *args: P.args, **kwargs: P.kwargs) -> Handle[T]: ...
+
+    @overload
+    async def rpc(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> Handle[Any]: ...
 
     async def rpc(self, id: str, fn: Any, /, *args: Any,
                   **kwargs: Any) -> Handle[Any]:

@@ -13,7 +13,16 @@ import random as _random
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Generic,
+    Literal,
+    ParamSpec,
+    TypeVar,
+    overload,
+)
 
 import anyio
 
@@ -184,6 +193,10 @@ class Context:
                     datetime.fromtimestamp(self._timeout_at / 1000, UTC), self.function)
 
     @overload
+    def run(self, fn: Callable[Concatenate[Context, P], Coroutine[Any, Any, T]], /,
+            *args: P.args, **kwargs: P.kwargs) -> Call[T]: ...
+
+    @overload
     def run(self, fn: Callable[P, Coroutine[Any, Any, T]], /, *args: P.args,
             **kwargs: P.kwargs) -> Call[T]: ...
 
@@ -198,6 +211,20 @@ class Context:
         ``Context`` first (run here, as a nested durable function).
         """
         return Call(self, "run", fn, args, kwargs)
+
+    @overload
+    def rpc(self, fn: Callable[Concatenate[Context, P], Coroutine[Any, Any, T]], /,
+            *args: P.args, **kwargs: P.kwargs) -> Call[T]: ...
+
+    @overload
+    def rpc(self, fn: Callable[P, Coroutine[Any, Any, T]], /, *args: P.args,
+            **kwargs: P.kwargs) -> Call[T]: ...
+
+    @overload
+    def rpc(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Call[T]: ...
+
+    @overload
+    def rpc(self, fn: str, /, *args: Any, **kwargs: Any) -> Call[Any]: ...
 
     def rpc(self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> Call[Any]:
         """A remote call: runs the registered function ``fn`` on any worker of the target

@@ -1,0 +1,26 @@
+"""Mistakes the type checker must catch (checked by test_typing.py; never imported)."""
+
+from __future__ import annotations
+
+from resonate_async import Context, Resonate
+
+resonate = Resonate()
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+async def workflow(ctx: Context, n: int) -> str:
+    wrong_arg = await ctx.run(add, "one", 2)  # E: str is not int
+    missing = await ctx.run(add, 1)  # E: missing b
+    text: str = await ctx.run(add, 1, 2)  # E: int is not str
+    return f"{wrong_arg} {missing} {text}"
+
+
+async def main() -> None:
+    async with resonate:
+        await resonate.run("bad-1", workflow, "three")  # E: str is not int
+        handle = await resonate.run("bad-2", workflow, 3)
+        number: int = await handle  # E: str is not int
+        print(number)
