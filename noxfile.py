@@ -3,6 +3,11 @@
 
 from __future__ import annotations
 
+import glob
+import os
+import shutil
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["tests-3.11", "lint", "typecheck"]
@@ -41,39 +46,47 @@ def typing(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    """The benchmarks of benchmarks/ (they print figures; they never fail on speed)."""
+    """The benchmarks of benchmarks/ (they print figures; they never fail on speed).
+
+    The peers are installed each in its own environment next to this session's: the official
+    SDK (``resonate-sdk``, Python >= 3.12) and DBOS (``dbos``, SQLite). A peer that cannot be
+    installed is left out (the run says so); ``nox -s bench -- --quick`` for a smoke run.
+    """
     session.install("-e", ".[test]")
-    session.run("python", "-m", "benchmarks", *session.posargs)
+    peers = Path(session.virtualenv.location).parent / "bench-peers"
+    env: dict[str, str] = {}
+    for name, package, variable, pythons in (
+        ("resonate-sdk", "resonate-sdk", "BENCH_PEER_RESONATE_SDK", ("3.13", "3.12")),
+        ("dbos", "dbos", "BENCH_PEER_DBOS", ("3.11", "3.12", "3.13")),
+    ):
+        python = _peer_env(session, peers / name, package, pythons)
+        if python is None:
+            session.warn(f"peer {name}: no environment (see the messages above); left out")
+        else:
+            env[variable] = python
+    session.run("python", "-m", "benchmarks", *session.posargs, env=env)
 
 
-@nox.session(python="3.12", default=False)
-def interop(session: nox.Session) -> None:
-    """The official Python SDK (resonate-sdk, PyPI) runs its workflows on our dev server."""
-    import socket
-    import subprocess
-    import time
-
-    session.install("resonate-sdk", "-e", ".[server]")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    python = f"{session.bin}/python"
-    server = subprocess.Popen(
-        [python, "-m", "resonate_async", "dev", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.PIPE, text=True)
+def _peer_env(session: nox.Session, where: Path, package: str,
+              pythons: tuple[str, ...]) -> str | None:
+    """A virtualenv at ``where`` holding ``package``; its interpreter, or None."""
+    python = where / "bin" / "python"
+    if not python.exists():
+        base = next((found for v in pythons for found in _interpreters(v)), None)
+        if base is None:
+            session.warn(f"{package}: no Python {' or '.join(pythons)} found")
+            return None
+        session.run(base, "-m", "venv", str(where), external=True)
     try:
-        assert server.stdout is not None
-        line = server.stdout.readline()  # the server prints its URL once it listens
-        if "listening on " not in line:
-            session.error(f"the dev server did not start: {line!r}")
-        url = line.rsplit(" ", 1)[1].strip()
-        began = time.monotonic()
-        session.run("python", "interop/official_sdk_workflow.py", url)
-        session.log(f"interop scenarios passed in {time.monotonic() - began:.1f}s against {url}")
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        session.run(str(python), "-m", "pip", "install", "-q", package, external=True)
+    except Exception as exc:  # nox raises its own failure type for a failed command
+        session.warn(f"{package}: install failed: {exc}")
+        return None
+    return str(python)
+
+
+def _interpreters(version: str) -> list[str]:
+    found = shutil.which(f"python{version}")
+    candidates = [found] if found else []
+    candidates += sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}*/bin/python")))
+    return candidates

@@ -46,6 +46,10 @@ from resonate_async.transport import Transport
 log = structlog.get_logger("resonate_async.worker")
 
 HEAD: Final = ActionHead("", PROTOCOL_VERSION)
+# Settled children of suspended executions kept for their resumption in this process: a
+# resumed replay then re-fences none of the remote calls it already saw settled (settled
+# records never change, so a kept record is never stale). Bounded, least recently kept first.
+KEPT_EXECUTIONS: Final = 1024
 
 
 class Worker:
@@ -78,6 +82,7 @@ class Worker:
         self.dependency = dependency
         self.on_settled = on_settled
         self.held: dict[str, int] = {}
+        self._kept: dict[str, dict[str, Promise]] = {}
         self._claimed: anyio.Event | None = None
 
     def target_address(self, target: str | None) -> str:
@@ -133,7 +138,11 @@ class Worker:
             if isinstance(execution, BaseException):
                 await self._fulfill(tid, version, Outcome("failed", error=execution), tlog)
                 return
-            tlog.info("execution_started", function=execution.function.name)
+            if task.version > 1:
+                tlog.info("execution_resumed", function=execution.function.name,
+                          cached=len(execution.cache))
+            else:
+                tlog.info("execution_started", function=execution.function.name)
             while True:
                 try:
                     outcome = await execution.run_once()
@@ -152,8 +161,11 @@ class Worker:
                     return
                 if response.status == 200:
                     tlog.info("task_suspended", waiting_on=outcome.waiting)
+                    self._keep(tid, execution.cache)
                     return
                 execution.absorb(response.data.preload)  # 300: replay at once
+                tlog.info("execution_resumed", function=execution.function.name,
+                          cached=len(execution.cache), reason="dependency_settled")
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 if tid in self.held:
@@ -172,7 +184,16 @@ class Worker:
         except ResonateError as exc:
             return exc
         return Execution(self, claim.task.id, claim.task.version, root, function, args, kwargs,
-                         claim.preload)
+                         claim.preload, self._kept.pop(claim.task.id, None))
+
+    def _keep(self, tid: str, cache: dict[str, Promise]) -> None:
+        settled = {i: p for i, p in cache.items() if p.state != "pending"}
+        if not settled:
+            return
+        kept = self._kept
+        kept[tid] = settled
+        if len(kept) > KEPT_EXECUTIONS:
+            del kept[next(iter(kept))]
 
     # finishing --------------------------------------------------------------------------------
     async def _fulfill(self, tid: str, version: int, outcome: Outcome, tlog: Any) -> None:

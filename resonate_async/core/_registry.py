@@ -39,7 +39,7 @@ def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
 class Function:
     """A callable the SDK can run: its name, version, and how to call it."""
 
-    __slots__ = ("durable", "fn", "hints", "is_async", "name", "returns", "signature",
+    __slots__ = ("bare", "durable", "fn", "hints", "is_async", "name", "returns", "signature",
                  "version")
 
     def __init__(self, fn: Callable[..., Any], name: str, version: int) -> None:
@@ -52,6 +52,8 @@ class Function:
             self.signature: inspect.Signature | None = inspect.signature(fn)
         except (TypeError, ValueError):
             self.signature = None
+        # Whether a call without arguments fits: checked once here, not on every step.
+        self.bare = self.signature is not None and _binds_bare(self.signature, self.durable)
         hints = _hints(fn)
         self.returns = hints.pop("return", Any)
         self.hints = hints
@@ -80,7 +82,7 @@ class Function:
 
     def check_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Raise ``TypeError`` now if ``args``/``kwargs`` do not fit the signature."""
-        if self.signature is None:
+        if self.signature is None or (self.bare and not args and not kwargs):
             return
         try:
             if self.durable:
@@ -92,6 +94,17 @@ class Function:
 
     def _what(self, param: str) -> str:
         return f"argument {param!r} of {self.name!r}"
+
+
+def _binds_bare(signature: inspect.Signature, durable: bool) -> bool:
+    try:
+        if durable:
+            signature.bind(None)
+        else:
+            signature.bind()
+    except TypeError:
+        return False
+    return True
 
 
 def name_of(fn: Callable[..., Any]) -> str:

@@ -146,6 +146,9 @@ class Engine:
         self.server_url = server_url
         self._now = 0
         self._fence_preload = True
+        # Whether the outbox may hold messages (it may, on a reopened file): lets a drain
+        # after a request that queued nothing skip the storage round trip.
+        self._queued = True
         self._handlers: dict[type[Any], Callable[[Any, int, str], Response]] = {
             PromiseGet: self._promise_get,
             PromiseCreate: self._promise_create,
@@ -267,8 +270,12 @@ class Engine:
 
     def drain_messages(self) -> list[tuple[str, Message]]:
         """The push messages queued since the last drain, as ``(address, message)``."""
+        if not self._queued:
+            return []
         with self.storage.transaction():
-            return self.storage.take_outbox()
+            messages = self.storage.take_outbox()
+        self._queued = False
+        return messages
 
     def drain(self) -> list[tuple[str, bytes]]:
         """The push messages queued since the last drain, as ``(address, message JSON)``."""
@@ -320,6 +327,7 @@ class Engine:
         listeners = storage.take_listeners(p.id)
         if listeners:
             message = unblock_message(settled)
+            self._queued = True
             for address in listeners:
                 storage.push_unblock(p.id, address, message)
         return settled
@@ -348,6 +356,7 @@ class Engine:
         p = self.storage.get_promise(row.id)
         target = p.tags.get(TAG_TARGET) if p is not None else None
         if target is not None:
+            self._queued = True
             self.storage.push_execute(
                 row.id, target, execute_message(row.id, row.version, self.server_url)
             )
@@ -418,6 +427,10 @@ class Engine:
         problem = create_problem(req)
         if problem:
             _refuse(400, problem)
+        return self._get_or_create(req, now)
+
+    def _get_or_create(self, req: PromiseCreate, now: int) -> Response:
+        """``promise.create`` of a payload already validated."""
         p = self._try_timeout(req.id, now)
         if p is None:
             p = self._create(req, now)
@@ -581,7 +594,7 @@ class Engine:
         if row.state != "acquired" or row.version != req.version:
             return Response(409, "Version mismatch")
         if isinstance(action, FenceCreate):
-            inner = self._promise_create(action.data, now, corr_id)
+            inner = self._get_or_create(action.data, now)
             kind = "promise.create"
         else:
             inner = self._promise_settle(action.data, now, corr_id)

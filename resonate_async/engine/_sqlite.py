@@ -80,6 +80,9 @@ _promise = msgspec.json.Decoder(Promise).decode
 _task = msgspec.json.Decoder(TaskRow).decode
 _schedule = msgspec.json.Decoder(Schedule).decode
 _message = msgspec.json.Decoder(Message).decode
+# Settled promises never change: their decoded records are kept (bounded) so that a preload
+# read again at every resumption is not decoded again.
+_SETTLED_CACHE: Final = 100_000
 
 
 class SqliteStorage:
@@ -93,6 +96,7 @@ class SqliteStorage:
         self.path = path
         self._depth = 0
         self._written: int | None = None
+        self._settled: dict[str, Promise] = {}
         self._lock_fd: int | None = None
         if exclusive and path != ":memory:":
             self._lock_fd = _lock(path)
@@ -142,6 +146,7 @@ class SqliteStorage:
         except BaseException:
             self._depth = 0
             self._db.execute("ROLLBACK")
+            self._settled.clear()  # it may hold records of the writes just undone
             raise
         self._depth = 0
         self._db.execute("COMMIT")
@@ -164,8 +169,19 @@ class SqliteStorage:
 
     # promises -----------------------------------------------------------------------------
     def get_promise(self, promise_id: str) -> Promise | None:
+        found = self._settled.get(promise_id)
+        if found is not None:
+            return found
         blob = self._one("SELECT record FROM promises WHERE id = ?", (promise_id,))
-        return None if blob is None else _promise(blob)
+        return None if blob is None else self._decoded(_promise(blob))
+
+    def _decoded(self, p: Promise) -> Promise:
+        if p.state != "pending":
+            settled = self._settled
+            if len(settled) >= _SETTLED_CACHE:
+                settled.clear()
+            settled[p.id] = p
+        return p
 
     def insert_promise(self, promise: Promise, *, armed: bool) -> None:
         armed_at = promise.timeout_at if armed and promise.state == "pending" else None
@@ -181,16 +197,21 @@ class SqliteStorage:
             self._db.execute("UPDATE promises SET record = ? WHERE id = ?",
                              (_encode(promise), promise.id))
         else:
+            self._decoded(promise)
             self._db.execute(
                 "UPDATE promises SET state = ?, armed_at = NULL, record = ? WHERE id = ?",
                 (promise.state, _encode(promise), promise.id),
             )
 
     def branch_promises(self, branch: str) -> list[Promise]:
-        rows = self._db.execute(
-            "SELECT record FROM promises WHERE branch = ? ORDER BY id", (branch,)
-        ).fetchall()
-        return [_promise(r[0]) for r in rows]
+        settled = self._settled
+        out = []
+        for pid, state, blob in self._db.execute(
+            "SELECT id, state, record FROM promises WHERE branch = ? ORDER BY id", (branch,)
+        ):
+            p = settled.get(pid) if state != "pending" else None
+            out.append(p if p is not None else self._decoded(_promise(blob)))
+        return out
 
     def due_promises(self, now: int, limit: int) -> list[Promise]:
         rows = self._db.execute(

@@ -1,0 +1,1 @@
+"""Peer workloads, run by the benchmark in their own environments (see README)."""
