@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import nox
@@ -86,7 +87,10 @@ def _peer_env(session: nox.Session, where: Path, package: str,
 
 
 def _interpreters(version: str) -> list[str]:
+    """Interpreters of ``version`` that run (pyenv installs first: its shims may not)."""
+    candidates = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}*/bin/python")))
     found = shutil.which(f"python{version}")
-    candidates = [found] if found else []
-    candidates += sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}*/bin/python")))
-    return candidates
+    if found:
+        candidates.append(found)
+    return [c for c in candidates
+            if subprocess.run([c, "--version"], capture_output=True).returncode == 0]
