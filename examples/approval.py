@@ -8,15 +8,11 @@ answers before the timeout, awaiting the handle raises ``TimedOutError``.
 """
 
 import asyncio
-import logging
 from datetime import timedelta
 
 import anyio
-import structlog
 
 from resonate_async import Context, Resonate
-
-structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
 resonate = Resonate()
 # stands in for an email, a chat message or a ticket

@@ -7,13 +7,8 @@ though the loop body runs again on every resume. (A bare ``print`` in the loop w
 """
 
 import asyncio
-import logging
-
-import structlog
 
 from resonate_async import Context, Resonate
-
-structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
 resonate = Resonate()
 

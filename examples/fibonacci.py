@@ -8,14 +8,10 @@ a finished subtree.
 """
 
 import asyncio
-import logging
 
 import anyio
-import structlog
 
 from resonate_async import Context, Handle, Resonate
-
-structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
 resonate = Resonate()
 

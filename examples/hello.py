@@ -7,14 +7,8 @@ of running ``greet`` again. The id ``"hello-1"`` names the execution: running it
 """
 
 import asyncio
-import logging
-
-import structlog
 
 from resonate_async import Context, Resonate
-
-# the SDK logs every execution at info level; show warnings and errors only
-structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
 resonate = Resonate()  # an embedded engine, in memory
 

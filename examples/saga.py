@@ -8,13 +8,8 @@ resume it, never repeat a cancellation that already happened.
 """
 
 import asyncio
-import logging
-
-import structlog
 
 from resonate_async import Context, Never, Resonate
-
-structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
 resonate = Resonate()
 

@@ -27,6 +27,7 @@ from resonate_async._errors import (
     RegistrationError,
     ResonateError,
 )
+from resonate_async._logging import quiet_by_default
 from resonate_async._promises import Promises, Schedules
 from resonate_async._retry import Exponential, RetryPolicy
 from resonate_async._status import expect_ok
@@ -128,6 +129,7 @@ class Resonate:
         clock: Clock | None = None,
         transport: Transport | None = None,
     ) -> None:
+        quiet_by_default()
         if sum(x is not None for x in (path, url, transport)) > 1:
             raise ValueError("give at most one of path=, url= and transport=")
         if path is None and url is None and transport is None:

@@ -120,3 +120,17 @@ def _isatty(stream: Any) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
+
+
+def quiet_by_default() -> None:
+    """Show only warnings and errors (on stderr) while nobody has configured structlog.
+
+    Like a library under stdlib logging, resonate_async stays quiet unless asked: call
+    ``configure_logging("INFO")`` (or configure structlog yourself) to see every execution's
+    state changes. Does nothing once structlog is configured.
+    """
+    if not structlog.is_configured():
+        structlog.configure(
+            wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+            logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        )
