@@ -94,3 +94,36 @@ def _interpreters(version: str) -> list[str]:
         candidates.append(found)
     return [c for c in candidates
             if subprocess.run([c, "--version"], capture_output=True).returncode == 0]
+
+
+@nox.session(python=next(iter(_interpreters("3.12")), "3.12"), default=False)
+def interop(session: nox.Session) -> None:
+    """The official Python SDK (resonate-sdk from PyPI, Python 3.12) runs its workflows on our
+    dev server: interop/official_sdk_workflow.py against ``python -m resonate_async dev``."""
+    import socket
+    import time
+
+    session.install("resonate-sdk", "-e", ".[server]")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [str(Path(session.bin) / "python"), "-m", "resonate_async", "dev",
+         "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()  # the server prints its URL once it listens
+        if "listening on " not in line:
+            session.error(f"the dev server did not start: {line!r}")
+        url = line.rsplit(" ", 1)[1].strip()
+        began = time.monotonic()
+        session.run("python", "interop/official_sdk_workflow.py", url)
+        session.log(f"interop passed in {time.monotonic() - began:.1f}s against {url}")
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

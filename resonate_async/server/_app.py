@@ -22,6 +22,7 @@ from anyio.abc import TaskGroup
 
 from resonate_async._clock import Clock, SystemClock
 from resonate_async.engine import Engine
+from resonate_async.server._compat import handle_split, split_heartbeat
 from resonate_async.server._hub import MAX_CONNECTIONS, Connection, Hub
 
 log = structlog.get_logger(__name__)
@@ -133,7 +134,12 @@ class DevApp:
         if body is None:
             await _respond(send, 413, b"Payload Too Large", _TEXT)
             return
-        answer = self.engine.handle(body, self.clock.now_ms())
+        now = self.clock.now_ms()
+        parts = split_heartbeat(body)
+        if parts is None:
+            answer = self.engine.handle(body, now)
+        else:
+            answer = handle_split(parts, lambda part: self.engine.handle(part, now))
         self._after_write()
         try:
             status = _answer_decoder.decode(answer).head.status
