@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import re
-import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -94,9 +93,8 @@ def _connect(args: argparse.Namespace) -> Resonate:
                 "against a Resonate server and use --url") from None
         except SchemaVersionError as exc:
             raise CommandError(f"--db {db}: {exc}") from None
-        except sqlite3.DatabaseError as exc:
-            raise CommandError(f"--db {db} is not a resonate_async SQLite file ({exc}); "
-                               "give the file your app opens with Resonate(path=...)") from None
+        except ResonateError as exc:  # e.g. a file that is not an engine file
+            raise CommandError(f"--db: {exc}") from None
     if not url:
         raise UsageError("no engine given: pass --url URL (a Resonate server, e.g. one started "
                          "with `python -m resonate_async dev`) or --db PATH (an embedded "

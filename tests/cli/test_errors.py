@@ -120,7 +120,7 @@ def test_usage_errors(cli: Cli, argv: list[str], fragment: str) -> None:
 def test_a_file_that_is_not_a_database_is_reported(cli: Cli, tmp_path: Path) -> None:
     path = tmp_path / "notes.db"
     path.write_text("not sqlite at all " * 100)
-    one_line(cli("get", "x", "--db", str(path)), 1, "is not a resonate_async SQLite file")
+    one_line(cli("get", "x", "--db", str(path)), 1, "cannot be used as an embedded engine file")
 
 
 def test_settling_a_settled_promise_changes_nothing_and_says_so(cli: Cli, db: str) -> None:
