@@ -134,7 +134,7 @@ class Worker:
             self._claimed.set()
         tlog = log.bind(task_id=tid, promise_id=tid, attempt=version)
         try:
-            execution = self._prepare(claim)
+            execution = self._prepare(claim, tlog)
             if isinstance(execution, BaseException):
                 await self._fulfill(tid, version, Outcome("failed", error=execution), tlog)
                 return
@@ -175,7 +175,7 @@ class Worker:
         finally:
             self.held.pop(tid, None)
 
-    def _prepare(self, claim: Claim) -> Execution | BaseException:
+    def _prepare(self, claim: Claim, tlog: Any = None) -> Execution | BaseException:
         root = claim.promise
         try:
             invocation = self.codec.decode_invocation(root.param)
@@ -184,7 +184,7 @@ class Worker:
         except ResonateError as exc:
             return exc
         return Execution(self, claim.task.id, claim.task.version, root, function, args, kwargs,
-                         claim.preload, self._kept.pop(claim.task.id, None))
+                         claim.preload, self._kept.pop(claim.task.id, None), tlog)
 
     def _keep(self, tid: str, cache: dict[str, Promise]) -> None:
         settled = {i: p for i, p in cache.items() if p.state != "pending"}

@@ -133,7 +133,8 @@ class Execution:
 
     def __init__(self, worker: Worker, task_id: str, version: int, root: Promise,
                  function: Function, args: list[Any], kwargs: dict[str, Any],
-                 preload: Iterable[Promise], kept: dict[str, Promise] | None = None) -> None:
+                 preload: Iterable[Promise], kept: dict[str, Promise] | None = None,
+                 logger: Any = None) -> None:
         self.worker = worker
         self.id = task_id
         self.version = version
@@ -149,7 +150,8 @@ class Execution:
         self.nondeterminism: NonDeterminismError | None = None
         self.run_number = 0
         self._tg: TaskGroup | None = None
-        self.log = log.bind(task_id=task_id, promise_id=task_id, attempt=version)
+        self.log = logger if logger is not None else log.bind(
+            task_id=task_id, promise_id=task_id, attempt=version)
 
     # the cache --------------------------------------------------------------------------------
     def absorb(self, promises: Iterable[Promise]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -23,6 +24,7 @@ from resonate_async.protocol import (
 _SCHEMES = frozenset(("poll", "http", "https", "gcps", "bash"))
 
 
+@functools.lru_cache(maxsize=4096)
 def valid_address(address: str) -> bool:
     """Whether ``address`` is a deliverable address (protocol.md §1.7)."""
     try:
