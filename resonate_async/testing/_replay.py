@@ -7,11 +7,9 @@ import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream
 
 from resonate_async._client import Resonate
 from resonate_async._errors import TransportError
@@ -19,7 +17,6 @@ from resonate_async.engine import Engine
 from resonate_async.protocol import (
     TAG_ORIGIN,
     FenceCreate,
-    Message,
     Promise,
     PromiseCreate,
     PromiseGet,
@@ -30,7 +27,7 @@ from resonate_async.protocol import (
     TaskFence,
 )
 from resonate_async.testing._clock import VirtualClock
-from resonate_async.transport import EmbeddedTransport
+from resonate_async.transport import EmbeddedTransport, WrappedTransport
 
 _WRITES = frozenset(("task.create", "task.fence", "task.suspend", "task.fulfill",
                      "promise.create", "promise.settle"))
@@ -60,11 +57,11 @@ def _describe(request: Request) -> str:
     return f"{request.KIND} {getattr(request, 'id', '')}".rstrip()
 
 
-class _Recorder:
+class _Recorder(WrappedTransport):
     """Wraps a transport: records the writes, and can die right after the n-th one."""
 
     def __init__(self, inner: EmbeddedTransport, crash_after: int | None = None) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.crash_after = crash_after
         self.writes: list[str] = []
         self.settles: list[str] = []
@@ -82,27 +79,6 @@ class _Recorder:
                 self.dead.set()
                 raise TransportError("simulated crash right after a durable write")
         return response
-
-    def subscribe(self, group: str, pid: str, *,
-                  accepts_work: bool = True) -> MemoryObjectReceiveStream[Message]:
-        return self.inner.subscribe(group, pid, accepts_work=accepts_work)
-
-    def unsubscribe(self, group: str, pid: str) -> None:
-        self.inner.unsubscribe(group, pid)
-
-    async def wait_subscribed(self, group: str, pid: str) -> None:
-        await self.inner.wait_subscribed(group, pid)
-
-    async def background(self) -> None:
-        await self.inner.background()
-
-    async def __aenter__(self) -> _Recorder:
-        await self.inner.__aenter__()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        await self.inner.__aexit__(exc_type, exc, tb)
 
 
 def _outcome(p: Promise) -> str:

@@ -3,5 +3,6 @@
 from resonate_async.transport._base import Transport
 from resonate_async.transport._embedded import EmbeddedTransport
 from resonate_async.transport._http import HttpTransport
+from resonate_async.transport._wrapper import WrappedTransport
 
-__all__ = ["EmbeddedTransport", "HttpTransport", "Transport"]
+__all__ = ["EmbeddedTransport", "HttpTransport", "Transport", "WrappedTransport"]

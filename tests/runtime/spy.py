@@ -1,50 +1,25 @@
-"""A transport wrapper that records every request kind and answer status."""
+"""Transport wrappers for the behaviour suite: record answers, inject connection losses."""
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
-from anyio.streams.memory import MemoryObjectReceiveStream
-
 from resonate_async._errors import TransportError
-from resonate_async.protocol import Message, Request, Response
+from resonate_async.protocol import Request, Response
+from resonate_async.transport import WrappedTransport
 
 
-class SpyTransport:
+class SpyTransport(WrappedTransport):
     """Forwards to ``inner`` and appends ``(kind, status)`` of each request to ``log``."""
 
     def __init__(self, inner: Any, log: list[tuple[str, int]]) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.log = log
 
     async def send(self, request: Request) -> Response:
-        response: Response = await self.inner.send(request)
+        response = await self.inner.send(request)
         self.log.append((request.KIND, response.status))
         return response
-
-    def subscribe(self, group: str, pid: str, *,
-                  accepts_work: bool = True) -> MemoryObjectReceiveStream[Message]:
-        stream: MemoryObjectReceiveStream[Message] = self.inner.subscribe(
-            group, pid, accepts_work=accepts_work)
-        return stream
-
-    def unsubscribe(self, group: str, pid: str) -> None:
-        self.inner.unsubscribe(group, pid)
-
-    async def wait_subscribed(self, group: str, pid: str) -> None:
-        await self.inner.wait_subscribed(group, pid)
-
-    async def background(self) -> None:
-        await self.inner.background()
-
-    async def __aenter__(self) -> SpyTransport:
-        await self.inner.__aenter__()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        await self.inner.__aexit__(exc_type, exc, tb)
 
 
 class FailingTransport(SpyTransport):

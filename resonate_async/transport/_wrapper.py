@@ -1,0 +1,46 @@
+"""A transport that forwards everything to another: subclass it to observe or perturb."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from resonate_async.protocol import Message, Request, Response
+from resonate_async.transport._base import Transport
+
+
+class WrappedTransport:
+    """Forwards every ``Transport`` call to ``inner``.
+
+    Override ``send`` (or any other method) to record requests, inject failures or delay
+    answers, the way the test kit's crash simulation does. Entering and leaving the wrapper
+    enters and leaves ``inner``.
+    """
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+
+    async def send(self, request: Request) -> Response:
+        return await self.inner.send(request)
+
+    def subscribe(self, group: str, pid: str, *,
+                  accepts_work: bool = True) -> MemoryObjectReceiveStream[Message]:
+        return self.inner.subscribe(group, pid, accepts_work=accepts_work)
+
+    def unsubscribe(self, group: str, pid: str) -> None:
+        self.inner.unsubscribe(group, pid)
+
+    async def wait_subscribed(self, group: str, pid: str) -> None:
+        await self.inner.wait_subscribed(group, pid)
+
+    async def background(self) -> None:
+        await self.inner.background()
+
+    async def __aenter__(self) -> WrappedTransport:
+        await self.inner.__aenter__()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.inner.__aexit__(exc_type, exc, tb)
