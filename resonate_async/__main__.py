@@ -42,12 +42,26 @@ def command(name: str, help: str) -> Callable[[Setup], Setup]:
     return register
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return seconds
+
+
 @command("dev", "run a development server (the embedded engine over HTTP; not for production)")
 def _dev(parser: argparse.ArgumentParser) -> Run:
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     parser.add_argument("--port", type=int, default=8001, help="port (0 picks a free one)")
     parser.add_argument("--db", default=None,
                         help="SQLite file keeping the state across restarts (default: memory)")
+    parser.add_argument("--retry-timeout", type=_positive_seconds, default=30.0,
+                        metavar="SECONDS",
+                        help="re-send execute for a pending task that nobody acquired after "
+                             "this long (default: 30, like the Resonate server)")
     parser.add_argument("--log-level", default="warning",
                         choices=["debug", "info", "warning", "error"])
 
@@ -62,7 +76,8 @@ def _dev(parser: argparse.ArgumentParser) -> Run:
             wrapper_class=structlog.make_filtering_bound_logger(level),
             logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         )
-        server = DevServer(host=args.host, port=args.port, db=args.db, log_level=args.log_level)
+        server = DevServer(host=args.host, port=args.port, db=args.db, log_level=args.log_level,
+                           retry_timeout=args.retry_timeout)
 
         def listening(url: str) -> None:
             print(f"resonate_async dev server listening on {url}", flush=True)

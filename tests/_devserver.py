@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import IO
 
@@ -30,9 +30,10 @@ _PREFIX = "resonate_async dev server listening on "
 class DevServerProcess:
     """One development server subprocess, restartable on the same port and db."""
 
-    def __init__(self, db: str | None = None, port: int = 0) -> None:
+    def __init__(self, db: str | None = None, port: int = 0, args: Sequence[str] = ()) -> None:
         self.db = db
         self.port = port
+        self.args = list(args)
         self.url = ""
         self._proc: subprocess.Popen[str] | None = None
         self._stderr: IO[str] | None = None
@@ -49,6 +50,7 @@ class DevServerProcess:
                "--port", str(self.port)]
         if self.db is not None:
             cmd += ["--db", self.db]
+        cmd += self.args
         if self._stderr is None:
             self._stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed in stop()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -121,9 +123,11 @@ def _pump(proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
 
 
 @contextmanager
-def dev_server(db: str | None = None, port: int = 0) -> Iterator[DevServerProcess]:
-    """A running dev server (in memory unless ``db``); stopped with SIGTERM on exit."""
-    server = DevServerProcess(db, port)
+def dev_server(db: str | None = None, port: int = 0,
+               args: Sequence[str] = ()) -> Iterator[DevServerProcess]:
+    """A running dev server (in memory unless ``db``; more ``dev`` options in ``args``);
+    stopped with SIGTERM on exit."""
+    server = DevServerProcess(db, port, args)
     server.start()
     try:
         yield server

@@ -12,7 +12,7 @@ import structlog
 
 from resonate_async._clock import Clock, SystemClock
 from resonate_async._errors import ResonateError
-from resonate_async.engine import Engine
+from resonate_async.engine import DEFAULT_RETRY_TIMEOUT, Engine
 from resonate_async.server._app import DevApp
 
 if TYPE_CHECKING:
@@ -41,17 +41,24 @@ class DevServer:
     ``db`` is a SQLite file that keeps the state across restarts (``None``: in memory). When
     an existing file is reopened, the tasks its previous run had leased out are released, so
     work held by workers that are gone is dispatched again. ``port=0`` picks a free port;
-    ``url`` tells which once ``serve`` has bound it. For development and tests only:
+    ``url`` tells which once ``serve`` has bound it. ``retry_timeout`` (seconds) is how long a
+    pending task waits for an acquire before its ``execute`` is sent again (the Resonate
+    server's ``tasks.retry_timeout``). For development and tests only:
     production deployments use the Resonate server.
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 8001, db: str | None = None,
-                 clock: Clock | None = None, log_level: str = "warning") -> None:
+                 clock: Clock | None = None, log_level: str = "warning",
+                 retry_timeout: float = DEFAULT_RETRY_TIMEOUT / 1000) -> None:
+        if not retry_timeout > 0:
+            raise ValueError(f"retry_timeout must be a positive number of seconds, "
+                             f"got {retry_timeout!r}")
         self.host = host
         self.port = port
         self.db = db
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.log_level = log_level
+        self.retry_timeout_ms = max(1, round(retry_timeout * 1000))
         self.url = ""
         self._server: uvicorn.Server | None = None
         self._app: DevApp | None = None
@@ -108,9 +115,10 @@ class DevServer:
 
     def _open_engine(self) -> Engine:
         if self.db is None:
-            return Engine.memory(server_url=self.url)
+            return Engine.memory(server_url=self.url, retry_timeout=self.retry_timeout_ms)
         try:
-            engine = Engine.sqlite(self.db, server_url=self.url)
+            engine = Engine.sqlite(self.db, server_url=self.url,
+                                   retry_timeout=self.retry_timeout_ms)
         except ResonateError as exc:
             raise ServerError(str(exc)) from None
         released = engine.release_leases(self.clock.now_ms())
