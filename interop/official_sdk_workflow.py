@@ -9,7 +9,10 @@ official SDK, Python >= 3.12; ``nox -s interop`` builds one and starts the serve
    the SDK renews leases of two origins in one ``task.heartbeat`` (the dev server accepts it);
    every step must run exactly once;
 3. ``approval``: a human-in-the-loop promise (``ctx.promise``, tagged ``resonate:external``)
-   settled from outside with ``resonate.promises.resolve``.
+   settled from outside with ``resonate.promises.resolve``;
+4. ``mixed``: an official-SDK workflow calls ``cube`` with ``ctx.rpc`` on a resonate_async
+   worker (interop/resonate_async_worker.py, started here in a subprocess): both SDKs share
+   the id scheme, the tags and the encoding of arguments and results.
 
 Prints one line per scenario with its duration, and exits 0, or 1 naming what went wrong.
 """
@@ -22,6 +25,7 @@ import sys
 import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from resonate.resonate import Resonate
@@ -31,6 +35,7 @@ SLEEP = timedelta(seconds=1.5)
 TTL = timedelta(seconds=2)  # heartbeats every second
 STEP_SECONDS = 2.5  # longer than the ttl: only heartbeats keep the lease
 DEADLINE = 60.0
+OURS = "resonate-async"  # the group of the resonate_async worker
 
 
 class Failed(Exception):
@@ -68,8 +73,12 @@ def build(url: str) -> tuple[Resonate, dict[str, Any], collections.Counter[str]]
     async def approval(ctx: Any) -> Any:
         return await ctx.promise(timeout=timedelta(seconds=DEADLINE))
 
+    @resonate.register
+    async def mixed(ctx: Any, n: int) -> int:
+        return int(await ctx.options(target=OURS).rpc("cube", n)) + 1
+
     return resonate, {"workflow": workflow, "overlapping": overlapping,
-                      "approval": approval}, runs
+                      "approval": approval, "mixed": mixed}, runs
 
 
 async def scenario_workflow(resonate: Resonate, fns: dict[str, Any], uid: str) -> str:
@@ -114,6 +123,32 @@ async def scenario_approval(resonate: Resonate, fns: dict[str, Any], uid: str) -
     return "settled from outside"
 
 
+async def scenario_mixed(resonate: Resonate, fns: dict[str, Any], uid: str, url: str) -> str:
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, str(Path(__file__).with_name("resonate_async_worker.py")), url, OURS,
+        stdout=asyncio.subprocess.PIPE)
+    try:
+        assert worker.stdout is not None
+        line = await asyncio.wait_for(worker.stdout.readline(), DEADLINE)
+        if line.strip() != b"ready":
+            raise Failed(f"the resonate_async worker did not start (exit {worker.returncode})")
+        result = await asyncio.wait_for(resonate.run(f"mixed-{uid}", fns["mixed"], 3).result(),
+                                        DEADLINE)
+    finally:
+        if worker.returncode is None:
+            worker.terminate()
+        try:
+            code = await asyncio.wait_for(worker.wait(), 10)
+        except TimeoutError:
+            worker.kill()
+            code = await worker.wait()
+    if result != 28:
+        raise Failed(f"wrong result {result!r}")
+    if code != 0:
+        raise Failed(f"the resonate_async worker exited with {code} on SIGTERM")
+    return "an official-SDK workflow called a resonate_async worker"
+
+
 async def main(url: str) -> int:
     resonate, fns, runs = build(url)
     uid = uuid.uuid4().hex[:12]
@@ -121,6 +156,7 @@ async def main(url: str) -> int:
         "workflow": lambda: scenario_workflow(resonate, fns, uid),
         "overlapping": lambda: scenario_overlapping(resonate, fns, uid, runs),
         "approval": lambda: scenario_approval(resonate, fns, uid),
+        "mixed": lambda: scenario_mixed(resonate, fns, uid, url),
     }
     failed = 0
     try:
