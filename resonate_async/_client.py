@@ -551,6 +551,10 @@ class Invoker:
             claim = response.data
             client._on_settled(claim.promise)
             if claim.task.state == "acquired":
+                if client._tg is not tg:  # stopped while task.create was in flight
+                    raise NotStartedError(
+                        f"the Resonate stopped while starting {id!r}: the execution exists and "
+                        "resumes on another worker once this one's lease expires")
                 log.info("execution_created", promise_id=id, function=name)
                 tg.start_soon(client.worker.run_claimed, claim)
         elif response.status == 422:
