@@ -59,7 +59,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
-DEFAULT_TIMEOUT: Final = timedelta(days=1)
+# Executions may sleep or wait for people for weeks; steps and children default to a day.
+DEFAULT_TIMEOUT: Final = timedelta(days=365)
 
 
 def _seconds(value: float | timedelta, what: str) -> float:
@@ -358,8 +359,8 @@ class Resonate:
 
     async def _relisten_forever(self) -> None:
         """Unblock messages can be lost: re-register listeners of unsettled handles."""
-        if isinstance(self.transport, EmbeddedTransport):
-            return  # in-process delivery loses nothing
+        if getattr(self.transport, "delivers_all", False):  # older transports lack it
+            return  # nothing to make up for
         while True:
             if not self._waiters:  # idle: no periodic wake-ups (they would stall a virtual clock)
                 self._listening = anyio.Event()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import math
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import anyio
 
@@ -143,16 +144,23 @@ async def settle() -> None:
     import asyncio
 
     this = asyncio.current_task()
-    while True:
-        await anyio.lowlevel.checkpoint()
-        for task in asyncio.all_tasks():
-            if task is this:
-                continue
-            waiter = getattr(task, "_fut_waiter", None)
-            if waiter is None or waiter.done():
-                break
-        else:
-            return
+    _settling.add(this)  # other settle() loops treat this one as blocked, and vice versa
+    try:
+        while True:
+            await anyio.lowlevel.checkpoint()
+            for task in asyncio.all_tasks():
+                if task in _settling:
+                    continue
+                waiter = getattr(task, "_fut_waiter", None)
+                if waiter is None or waiter.done():
+                    break
+            else:
+                return
+    finally:
+        _settling.discard(this)
+
+
+_settling: set[Any] = set()  # asyncio tasks inside settle(), across every VirtualClock
 
 
 def _on_trio() -> bool:

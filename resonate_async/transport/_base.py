@@ -18,6 +18,13 @@ class Transport(Protocol):
     the engine cannot be reached. Enter it (``async with``) before use.
     """
 
+    @property
+    def delivers_all(self) -> bool:
+        """Whether every push message reaches its subscriber (in-process delivery), so
+        listeners never need registering again; ``False`` for a server, whose unblock
+        messages can be lost."""
+        ...
+
     async def send(self, request: Request) -> Response: ...
 
     def subscribe(self, group: str, pid: str, *,

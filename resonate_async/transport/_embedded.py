@@ -51,6 +51,8 @@ class EmbeddedTransport:
     transport created it.
     """
 
+    delivers_all = True  # in-process: nothing between the engine and the subscriber
+
     def __init__(self, engine: Engine | None = None, *, clock: Clock | None = None,
                  close_engine: bool | None = None, recover: bool | None = None) -> None:
         self.engine = engine if engine is not None else Engine.memory()

@@ -124,6 +124,8 @@ class HttpTransport:
     leave closes it.
     """
 
+    delivers_all = False  # SSE is at-most-once: unblock messages can be lost
+
     def __init__(
         self,
         url: str,

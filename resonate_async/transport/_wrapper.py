@@ -21,6 +21,10 @@ class WrappedTransport:
     def __init__(self, inner: Transport) -> None:
         self.inner = inner
 
+    @property
+    def delivers_all(self) -> bool:
+        return self.inner.delivers_all
+
     async def send(self, request: Request) -> Response:
         return await self.inner.send(request)
 
