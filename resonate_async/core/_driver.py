@@ -18,6 +18,7 @@ from resonate_async._clock import Clock
 from resonate_async._codec import Codec
 from resonate_async._errors import EncodingError, ResonateError
 from resonate_async._retry import RetryPolicy
+from resonate_async._tracing import execution_span
 from resonate_async.core._execution import Execution, LeaseLost, Outcome, PlatformFailure
 from resonate_async.core._registry import Registry
 from resonate_async.protocol import (
@@ -143,29 +144,10 @@ class Worker:
                           cached=len(execution.cache))
             else:
                 tlog.info("execution_started", function=execution.function.name)
-            while True:
-                try:
-                    outcome = await execution.run_once()
-                except LeaseLost:
-                    tlog.warning("task_lost")
-                    return
-                except PlatformFailure as exc:
-                    tlog.warning("task_released", reason=str(exc))
-                    await self._release(tid, version)
-                    return
-                if outcome.kind != "waiting":
-                    await self._fulfill(tid, version, outcome, tlog)
-                    return
-                response = await self._suspend(tid, version, outcome.waiting)
-                if response is None:
-                    return
-                if response.status == 200:
-                    tlog.info("task_suspended", waiting_on=outcome.waiting)
-                    self._keep(tid, execution.cache)
-                    return
-                execution.absorb(response.data.preload)  # 300: replay at once
-                tlog.info("execution_resumed", function=execution.function.name,
-                          cached=len(execution.cache), reason="dependency_settled")
+            with execution_span(execution.function.name, tid, version) as span:
+                span.set_attribute("resonate.outcome", "stopped")
+                ended = await self._drive(execution, tid, version, tlog)
+                span.set_attribute("resonate.outcome", ended)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 if tid in self.held:
@@ -174,6 +156,33 @@ class Worker:
             raise
         finally:
             self.held.pop(tid, None)
+
+    async def _drive(self, execution: Execution, tid: str, version: int, tlog: Any) -> str:
+        """Run and replay ``execution`` until it ends; returns how: ``completed``, ``failed``,
+        ``suspended``, ``released`` or ``lost``."""
+        while True:
+            try:
+                outcome = await execution.run_once()
+            except LeaseLost:
+                tlog.warning("task_lost")
+                return "lost"
+            except PlatformFailure as exc:
+                tlog.warning("task_released", reason=str(exc))
+                await self._release(tid, version)
+                return "released"
+            if outcome.kind != "waiting":
+                await self._fulfill(tid, version, outcome, tlog)
+                return "completed" if outcome.kind == "done" else "failed"
+            response = await self._suspend(tid, version, outcome.waiting)
+            if response is None:
+                return "released"
+            if response.status == 200:
+                tlog.info("task_suspended", waiting_on=outcome.waiting)
+                self._keep(tid, execution.cache)
+                return "suspended"
+            execution.absorb(response.data.preload)  # 300: replay at once
+            tlog.info("execution_resumed", function=execution.function.name,
+                      cached=len(execution.cache), reason="dependency_settled")
 
     def _prepare(self, claim: Claim, tlog: Any = None) -> Execution | BaseException:
         root = claim.promise

@@ -27,6 +27,7 @@ from resonate_async._errors import (
     ResonateError,
     Suspended,
 )
+from resonate_async._tracing import step_span
 from resonate_async.core._registry import Function
 from resonate_async.protocol import (
     TAG_BRANCH,
@@ -392,15 +393,16 @@ class Execution:
                 return worker.codec.outcome(p, fn.returns, what=f"result of {fn.name} [{pid}]")
             deadline = p.timeout_at
         try:
-            if fn.durable:
-                child = Context(self, pid, deadline, fn.name, call.ctx.id)
-                if fn.is_async:
-                    value = await fn.fn(child, *call.args, **call.kwargs)
+            with step_span(fn.name, pid):
+                if fn.durable:
+                    child = Context(self, pid, deadline, fn.name, call.ctx.id)
+                    if fn.is_async:
+                        value = await fn.fn(child, *call.args, **call.kwargs)
+                    else:
+                        value = await anyio.to_thread.run_sync(
+                            functools.partial(fn.fn, child, *call.args, **call.kwargs))
                 else:
-                    value = await anyio.to_thread.run_sync(
-                        functools.partial(fn.fn, child, *call.args, **call.kwargs))
-            else:
-                value = await self._run_leaf(call, fn, deadline)
+                    value = await self._run_leaf(call, fn, deadline)
             encoded = worker.codec.encode(value, what=f"result of ctx.run({fn.name}) [{pid}]")
         except NonDeterminismError:
             raise  # never recorded as the step's outcome: the execution fails as a whole
