@@ -16,7 +16,6 @@ import pytest
 
 from resonate_async import Context, Handle, Resonate, TimedOutError, configure_logging
 from resonate_async.testing import check_replay, execution_tree
-
 from tests._devserver import dev_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,5 +180,5 @@ def test_the_documented_worker_serves_and_stops_on_sigterm() -> None:
             assert anyio.run(client) == "charged 1200 for 17"
         finally:
             worker.send_signal(signal.SIGTERM)
-            out, err = worker.communicate(timeout=20)
+            _, err = worker.communicate(timeout=20)
         assert worker.returncode == 0, err
