@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests._devserver import dev_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,11 +47,16 @@ def test_every_example_is_tested() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_example_prints_its_result(name: str) -> None:
-    done = subprocess.run(
-        [sys.executable, f"examples/{name}.py"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
-    )
+@pytest.mark.parametrize("engine", ["embedded", "http"])
+def test_example_prints_its_result(name: str, engine: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "RESONATE_URL"}
+    with contextlib.ExitStack() as stack:
+        if engine == "http":  # Resonate() takes RESONATE_URL: the same script, remote mode
+            env["RESONATE_URL"] = stack.enter_context(dev_server()).url
+        done = subprocess.run(
+            [sys.executable, f"examples/{name}.py"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=False, env=env,
+        )
     assert done.returncode == 0, done.stderr
     # exact lines in order: a step that printed twice (a replay bug) fails the test
     assert done.stdout.splitlines() == EXPECTED[name], done.stdout + done.stderr
