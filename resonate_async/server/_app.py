@@ -9,7 +9,6 @@ after every request and every tick.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from types import TracebackType
 from typing import Any, Final
@@ -22,6 +21,7 @@ from anyio.abc import TaskGroup
 
 from resonate_async._clock import Clock, SystemClock
 from resonate_async.engine import Engine
+from resonate_async.engine._timers import EngineTimers
 from resonate_async.server._compat import handle_split, split_heartbeat
 from resonate_async.server._hub import MAX_CONNECTIONS, Connection, Hub
 
@@ -67,14 +67,13 @@ class DevApp:
         self.max_body = max_body
         self.hub = Hub(max_connections)
         self._tg: TaskGroup | None = None
-        self._wake = anyio.Event()
-        self._wake_at = math.inf
+        self._timers = EngineTimers(engine, self.clock, self.hub.deliver, raw=True)
         self._closed = False
 
     async def __aenter__(self) -> DevApp:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
-        self._tg.start_soon(self._tick_forever)
+        self._tg.start_soon(self._timers.run)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
@@ -172,9 +171,7 @@ class DevApp:
 
     def _after_write(self) -> None:
         self.hub.deliver(self.engine.drain())
-        due = self.engine.storage.next_written_deadline()
-        if due is not None and due < self._wake_at:
-            self._wake.set()
+        self._timers.poke()
 
     def _storage_ok(self) -> bool:
         try:
@@ -206,23 +203,6 @@ class DevApp:
         finally:
             self.hub.deregister(conn)
 
-    # timers -----------------------------------------------------------------------------------
-    async def _tick_forever(self) -> None:
-        engine, clock = self.engine, self.clock
-        while True:
-            now = clock.now_ms()
-            due = engine.next_due()
-            if due is not None and due <= now:
-                engine.tick(now)
-                self.hub.deliver(engine.drain())
-                engine.storage.next_written_deadline()  # the loop re-reads next_due itself
-                await anyio.lowlevel.checkpoint()
-                continue
-            self._wake = anyio.Event()
-            self._wake_at = math.inf if due is None else due
-            delay = math.inf if due is None else (due - now) / 1000
-            with anyio.move_on_after(delay):
-                await self._wake.wait()
 
 
 async def _stream(conn: Connection, send: Send) -> None:

@@ -16,6 +16,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from resonate_async._clock import Clock, SystemClock
 from resonate_async.engine import Engine
+from resonate_async.engine._timers import EngineTimers
 from resonate_async.protocol import (
     TAG_TARGET,
     Execute,
@@ -64,8 +65,7 @@ class EmbeddedTransport:
         self._owners = 0
         self._ticker = anyio.Lock()
         self._closed = False
-        self._wake = anyio.Event()
-        self._wake_at = math.inf
+        self._timers = EngineTimers(self.engine, self.clock, self._deliver)
         self.fence_preload = False
         # Work for a group with no worker subscribed yet waits here (bounded) instead of being
         # dropped: in one process the worker usually subscribes right after the engine opens.
@@ -123,16 +123,14 @@ class EmbeddedTransport:
         the task that happened to enter it first.
         """
         async with self._ticker:
-            await self._tick_forever()
+            await self._timers.run()
 
     async def send(self, request: Request) -> Response:
         engine = self.engine
         response = engine.execute(request, self.clock.now_ms(),
                                   fence_preload=self.fence_preload)
         self._deliver(engine.drain_messages())
-        due = engine.storage.next_written_deadline()
-        if due is not None and due < self._wake_at:
-            self._wake.set()
+        self._timers.poke()
         return response
 
     def subscribe(self, group: str, pid: str, *,
@@ -189,22 +187,6 @@ class EmbeddedTransport:
         i = self._rr.get(group, 0)
         self._rr[group] = i + 1
         return workers[i % len(workers)]
-
-    # timers -----------------------------------------------------------------------------------
-    async def _tick_forever(self) -> None:
-        engine, clock = self.engine, self.clock
-        while True:
-            now = clock.now_ms()
-            due = engine.next_due()
-            if due is not None and due <= now:
-                engine.tick(now)
-                self._deliver(engine.drain_messages())
-                await anyio.lowlevel.checkpoint()
-                continue
-            self._wake = anyio.Event()
-            self._wake_at = math.inf if due is None else due
-            delay = math.inf if due is None else (due - now) / 1000
-            await clock.wait(self._wake, delay)
 
     def __repr__(self) -> str:
         return f"EmbeddedTransport({self.engine!r})"
