@@ -95,7 +95,7 @@ def _dev(parser: argparse.ArgumentParser) -> Run:
                 tg.cancel_scope.cancel()
 
         try:
-            anyio.run(main, backend="asyncio")
+            anyio.run(main, backend="asyncio", backend_options={"use_uvloop": _has_uvloop()})
         except ServerError as exc:
             print(f"resonate_async dev: {exc}", file=sys.stderr)
             return 1
@@ -153,6 +153,15 @@ def _tree(parser: argparse.ArgumentParser) -> Run:
     from resonate_async._cli import setup_tree
 
     return setup_tree(parser)
+
+def _has_uvloop() -> bool:
+    """uvloop (part of the ``server`` extra) makes the development server faster when present."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m resonate_async",

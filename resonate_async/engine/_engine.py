@@ -213,19 +213,20 @@ class Engine:
             log.exception("engine_request_failed", kind=request.KIND)
             return Response(500, f"Internal error: {exc}")
 
-    def handle(self, body: bytes, now: int) -> bytes:
+    def handle(self, body: bytes, now: int, *, fence_preload: bool = True) -> bytes:
         """Answer one ``POST /`` body with its response envelope (HTTP status = head.status).
 
         Never raises: whatever the bytes, the answer is an envelope (4xx for a broken request,
-        500 for a failure of the engine itself).
+        500 for a failure of the engine itself). ``fence_preload=False`` leaves the preload
+        out of ``task.fence`` answers (for a client that said it keeps its own cache).
         """
         try:
-            return self._handle(body, now)
+            return self._handle(body, now, fence_preload)
         except Exception as exc:
             log.exception("engine_handle_failed")
             return encode_response("unknown", "0", Response(500, f"Internal error: {exc}"))
 
-    def _handle(self, body: bytes, now: int) -> bytes:
+    def _handle(self, body: bytes, now: int, fence_preload: bool) -> bytes:
         env = parse_envelope(body)
         if not hasattr(env, "data"):
             return encode_response(env.kind, env.corr_id, Response(env.status, env.message))
@@ -238,7 +239,8 @@ class Engine:
             request = decode_data(kind, env.data)
         except msgspec.ValidationError as exc:
             return encode_response(kind, corr_id, Response(400, self._invalid(kind, env.data, exc)))
-        return encode_response(kind, corr_id, self.execute(request, now, corr_id))
+        return encode_response(kind, corr_id, self.execute(request, now, corr_id,
+                                                           fence_preload=fence_preload))
 
     @staticmethod
     def _invalid(kind: str, data: bytes, exc: msgspec.ValidationError) -> str:

@@ -136,7 +136,7 @@ class DevApp:
         now = self.clock.now_ms()
         parts = split_heartbeat(body)
         if parts is None:
-            answer = self.engine.handle(body, now)
+            answer = self.engine.handle(body, now, fence_preload=_wants_fence_preload(scope))
         else:
             answer = handle_split(parts, lambda part: self.engine.handle(part, now))
         self._after_write()
@@ -224,3 +224,17 @@ async def _respond(send: Send, status: int, body: bytes,
     await send({"type": "http.response.start", "status": status,
                 "headers": [*headers, (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+FENCE_PRELOAD_HEADER = b"resonate-fence-preload"
+
+
+def _wants_fence_preload(scope: Scope) -> bool:
+    """Every ``task.fence`` answer carries the branch's whole preload (protocol.md §6), which
+    makes a long execution quadratic over HTTP. A client that keeps its own cache (ours) sends
+    ``Resonate-Fence-Preload: omit`` and gets ``preload: []`` instead; any other client, and
+    the Resonate server (which ignores the header), keep the protocol's behaviour."""
+    for name, value in scope["headers"]:
+        if name == FENCE_PRELOAD_HEADER:
+            return value.strip().lower() != b"omit"
+    return True

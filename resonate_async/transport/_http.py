@@ -152,7 +152,9 @@ class HttpTransport:
         self._limits = httpx.Limits(max_connections=max_connections,
                                     max_keepalive_connections=max_connections)
         self._mock = transport
-        self._headers = {"Content-Type": "application/json"}
+        # We keep our own cache and never read task.fence's preload: servers that honour this
+        # hint (our development server) leave it out; the Resonate server ignores it.
+        self._headers = {"Content-Type": "application/json", "Resonate-Fence-Preload": "omit"}
         if token is not None:
             self._headers["Authorization"] = f"Bearer {token}"
         self._client: httpx.AsyncClient | None = None

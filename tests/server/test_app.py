@@ -176,3 +176,26 @@ async def test_lifespan_is_acknowledged() -> None:
     assert [m["type"] for m in sent] == ["lifespan.startup.complete",
                                          "lifespan.shutdown.complete"]
     assert len(app.hub) == 0
+
+
+@pytest.mark.parametrize(("headers", "preloaded"), [
+    ({}, ["r:1", "r:2"]),                                    # the protocol: the whole branch
+    ({"Resonate-Fence-Preload": "keep"}, ["r:1", "r:2"]),
+    ({"Resonate-Fence-Preload": "omit"}, []),                # a client with its own cache
+])
+async def test_fence_preload_is_left_out_only_for_clients_that_ask(
+        client: httpx.AsyncClient, headers: dict[str, str], preloaded: list[str]) -> None:
+    tags = {"resonate:target": "poll://any@g", "resonate:branch": "r"}
+    create = {"kind": "promise.create", "head": {}, "data": {"id": "r", "timeoutAt": FAR,
+                                                            "tags": tags}}
+    await client.post("/", content=envelope("task.create", {"pid": "p", "ttl": 60_000,
+                                                           "action": create}))
+    answers = []
+    for child in ("r:1", "r:2"):
+        action = {"kind": "promise.create",
+                  "data": {"id": child, "timeoutAt": FAR, "tags": {"resonate:branch": "r"}}}
+        answer = await client.post("/", headers=headers, content=envelope(
+            "task.fence", {"id": "r", "version": 1, "action": action}))
+        answers.append(answer.json())
+    assert [p["id"] for p in answers[-1]["data"]["preload"]] == preloaded
+    assert answers[-1]["data"]["action"]["data"]["promise"]["id"] == "r:2"
