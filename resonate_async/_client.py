@@ -40,6 +40,7 @@ from resonate_async.protocol import (
     TAG_SCOPE,
     TAG_TARGET,
     Action,
+    Claim,
     Execute,
     Message,
     Promise,
@@ -74,28 +75,34 @@ def _seconds(value: float | timedelta, what: str) -> float:
 class _Waiter:
     """Everyone awaiting one promise in this process shares one of these."""
 
-    __slots__ = ("event", "listening", "promise")
+    __slots__ = ("event", "listening", "local", "promise")
 
     def __init__(self) -> None:
         self.event = anyio.Event()
         self.promise: Promise | None = None
         self.listening = False
+        # Set when this process's own drive of the execution ends: most executions finish
+        # there, and then no listener is needed at all.
+        self.local: anyio.Event | None = None
 
 
 class _RootState:
     """The state behind a handle returned by ``Resonate.run``/``rpc``/``get``."""
 
-    __slots__ = ("client", "type")
+    __slots__ = ("client", "type", "waiter")
 
-    def __init__(self, client: Resonate, type_: Any) -> None:
+    def __init__(self, client: Resonate, type_: Any, waiter: _Waiter | None = None) -> None:
         self.client = client
         self.type = type_
+        self.waiter = waiter  # set when this process drives the execution itself
 
     async def wait(self, handle: Handle[Any]) -> Any:
-        p = await self.client._settled_promise(handle.id)
+        p = await self.client._settled_promise(handle.id, self.waiter)
         return self.client.codec.outcome(p, self.type, what=f"result of {handle.id}")
 
     async def done(self, handle: Handle[Any]) -> bool:
+        if self.waiter is not None and self.waiter.promise is not None:
+            return True
         return await self.client._is_settled(handle.id)
 
 
@@ -349,6 +356,12 @@ class Resonate:
                 else:
                     self._on_settled(message.promise)
 
+    async def _drive_local(self, claim: Claim, done: anyio.Event) -> None:
+        try:
+            await self.worker.run_claimed(claim)
+        finally:
+            done.set()
+
     def _on_settled(self, promise: Promise) -> None:
         if promise.state == "pending":
             return
@@ -393,13 +406,22 @@ class Resonate:
             raise ResonateError(f"cannot await promise {promise_id!r}: {response.data}")
         self._on_settled(response.data.promise)
 
-    async def _settled_promise(self, promise_id: str) -> Promise:
+    async def _settled_promise(self, promise_id: str, waiter: _Waiter | None = None) -> Promise:
+        if waiter is not None and waiter.promise is not None:
+            return waiter.promise  # settled by this process's own drive: no request at all
         self._require_running(f"awaiting {promise_id}")
-        waiter = self._waiters.get(promise_id)
+        if waiter is None:
+            waiter = self._waiters.get(promise_id)
         if waiter is None:
             waiter = self._waiters[promise_id] = _Waiter()
             if self._listening is not None:
                 self._listening.set()
+        if waiter.local is not None:  # driven here: most often it completes here
+            await waiter.local.wait()
+            waiter.local = None
+            if waiter.promise is not None:
+                return waiter.promise
+            self._require_running(f"awaiting {promise_id}")
         if not waiter.listening:
             waiter.listening = True
             try:
@@ -546,6 +568,7 @@ class Invoker:
         target = (client.target(self.target) if self.target is not None
                   else f"poll://any@{client.group}/{client.pid}")
         create = self._create(id, name, version, args, kwargs, target)
+        local: _Waiter | None = None
         response = await client.send(
             TaskCreate(client.pid, client.ttl_ms, Action("promise.create", HEAD, create)))
         if response.status == 200:
@@ -557,13 +580,17 @@ class Invoker:
                         f"the Resonate stopped while starting {id!r}: the execution exists and "
                         "resumes on another worker once this one's lease expires")
                 log.info("execution_created", promise_id=id, function=name)
-                tg.start_soon(client.worker.run_claimed, claim)
+                local = client._waiters.get(id)
+                if local is None:
+                    local = client._waiters[id] = _Waiter()
+                local.local = anyio.Event()
+                tg.start_soon(client._drive_local, claim, local.local)
         elif response.status == 422:
             raise ResonateError(f"promise {id!r} already exists and is not an execution (it "
                                 "was created with resonate.promises.create?); use another id")
         elif response.status != 409:  # 409: already running elsewhere; just await it
             expect_ok(response, "task.create")
-        return Handle(id, _RootState(client, returns))
+        return Handle(id, _RootState(client, returns, local))
 
     async def rpc(self, id: str, fn: Any, /, *args: Any, **kwargs: Any) -> Handle[Any]:
         """See ``Resonate.rpc``."""

@@ -236,5 +236,5 @@ def _wants_fence_preload(scope: Scope) -> bool:
     the Resonate server (which ignores the header), keep the protocol's behaviour."""
     for name, value in scope["headers"]:
         if name == FENCE_PRELOAD_HEADER:
-            return value.strip().lower() != b"omit"
+            return bool(value.strip().lower() != b"omit")
     return True
