@@ -75,33 +75,60 @@ def _seconds(value: float | timedelta, what: str) -> float:
 class _Waiter:
     """Everyone awaiting one promise in this process shares one of these."""
 
-    __slots__ = ("event", "listening", "local", "promise")
+    __slots__ = ("event", "listening", "promise")
 
     def __init__(self) -> None:
         self.event = anyio.Event()
         self.promise: Promise | None = None
         self.listening = False
-        # Set when this process's own drive of the execution ends: most executions finish
-        # there, and then no listener is needed at all.
-        self.local: anyio.Event | None = None
+
+
+class _Drive:
+    """This process driving an execution it created (``Resonate.run``): most executions
+    finish in that drive, and a handle then needs no listener at all."""
+
+    __slots__ = ("_event", "finished", "promise")
+
+    def __init__(self) -> None:
+        self.finished = False
+        self.promise: Promise | None = None
+        self._event: anyio.Event | None = None  # made only if someone waits
+
+    async def wait(self) -> None:
+        if not self.finished:
+            if self._event is None:
+                self._event = anyio.Event()
+            await self._event.wait()
+
+    def finish(self) -> None:
+        self.finished = True
+        if self._event is not None:
+            self._event.set()
 
 
 class _RootState:
     """The state behind a handle returned by ``Resonate.run``/``rpc``/``get``."""
 
-    __slots__ = ("client", "type", "waiter")
+    __slots__ = ("client", "drive", "type")
 
-    def __init__(self, client: Resonate, type_: Any, waiter: _Waiter | None = None) -> None:
+    def __init__(self, client: Resonate, type_: Any, drive: _Drive | None = None) -> None:
         self.client = client
         self.type = type_
-        self.waiter = waiter  # set when this process drives the execution itself
+        self.drive = drive
 
     async def wait(self, handle: Handle[Any]) -> Any:
-        p = await self.client._settled_promise(handle.id, self.waiter)
+        drive = self.drive
+        if drive is not None:
+            await drive.wait()
+            if drive.promise is not None:
+                p = drive.promise
+                return self.client.codec.outcome(p, self.type, what=f"result of {handle.id}")
+            self.drive = None  # it went on elsewhere (suspended, released): listen for it
+        p = await self.client._settled_promise(handle.id)
         return self.client.codec.outcome(p, self.type, what=f"result of {handle.id}")
 
     async def done(self, handle: Handle[Any]) -> bool:
-        if self.waiter is not None and self.waiter.promise is not None:
+        if self.drive is not None and self.drive.promise is not None:
             return True
         return await self.client._is_settled(handle.id)
 
@@ -190,6 +217,7 @@ class Resonate:
         self.promises = Promises(self)
         self.schedules = Schedules(self)
         self._waiters: dict[str, _Waiter] = {}
+        self._drives: dict[str, _Drive] = {}
         self._listening: anyio.Event | None = None
         self._tg: TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
@@ -356,15 +384,22 @@ class Resonate:
                 else:
                     self._on_settled(message.promise)
 
-    async def _drive_local(self, claim: Claim, done: anyio.Event) -> None:
+    async def _drive_local(self, claim: Claim, drive: _Drive) -> None:
+        task_id = claim.task.id
+        self._drives[task_id] = drive
         try:
             await self.worker.run_claimed(claim)
         finally:
-            done.set()
+            if self._drives.get(task_id) is drive:
+                del self._drives[task_id]
+            drive.finish()
 
     def _on_settled(self, promise: Promise) -> None:
         if promise.state == "pending":
             return
+        drive = self._drives.get(promise.id)
+        if drive is not None:
+            drive.promise = promise
         waiter = self._waiters.pop(promise.id, None)
         if waiter is not None:
             waiter.promise = promise
@@ -406,22 +441,13 @@ class Resonate:
             raise ResonateError(f"cannot await promise {promise_id!r}: {response.data}")
         self._on_settled(response.data.promise)
 
-    async def _settled_promise(self, promise_id: str, waiter: _Waiter | None = None) -> Promise:
-        if waiter is not None and waiter.promise is not None:
-            return waiter.promise  # settled by this process's own drive: no request at all
+    async def _settled_promise(self, promise_id: str) -> Promise:
         self._require_running(f"awaiting {promise_id}")
-        if waiter is None:
-            waiter = self._waiters.get(promise_id)
+        waiter = self._waiters.get(promise_id)
         if waiter is None:
             waiter = self._waiters[promise_id] = _Waiter()
             if self._listening is not None:
                 self._listening.set()
-        if waiter.local is not None:  # driven here: most often it completes here
-            await waiter.local.wait()
-            waiter.local = None
-            if waiter.promise is not None:
-                return waiter.promise
-            self._require_running(f"awaiting {promise_id}")
         if not waiter.listening:
             waiter.listening = True
             try:
@@ -568,7 +594,7 @@ class Invoker:
         target = (client.target(self.target) if self.target is not None
                   else f"poll://any@{client.group}/{client.pid}")
         create = self._create(id, name, version, args, kwargs, target)
-        local: _Waiter | None = None
+        drive: _Drive | None = None
         response = await client.send(
             TaskCreate(client.pid, client.ttl_ms, Action("promise.create", HEAD, create)))
         if response.status == 200:
@@ -580,17 +606,14 @@ class Invoker:
                         f"the Resonate stopped while starting {id!r}: the execution exists and "
                         "resumes on another worker once this one's lease expires")
                 log.info("execution_created", promise_id=id, function=name)
-                local = client._waiters.get(id)
-                if local is None:
-                    local = client._waiters[id] = _Waiter()
-                local.local = anyio.Event()
-                tg.start_soon(client._drive_local, claim, local.local)
+                drive = _Drive()
+                tg.start_soon(client._drive_local, claim, drive)
         elif response.status == 422:
             raise ResonateError(f"promise {id!r} already exists and is not an execution (it "
                                 "was created with resonate.promises.create?); use another id")
         elif response.status != 409:  # 409: already running elsewhere; just await it
             expect_ok(response, "task.create")
-        return Handle(id, _RootState(client, returns, local))
+        return Handle(id, _RootState(client, returns, drive))
 
     async def rpc(self, id: str, fn: Any, /, *args: Any, **kwargs: Any) -> Handle[Any]:
         """See ``Resonate.rpc``."""

@@ -1,8 +1,8 @@
 """Optional OpenTelemetry spans: one per execution run and one per local step.
 
-Active only when ``opentelemetry-api`` is installed (``pip install "resonate-async[otel]"``);
-otherwise every helper here is a no-op that costs one attribute lookup. Spans go to whatever
-tracer provider the application configured (none configured: the API's no-op tracer).
+Active only when ``opentelemetry-api`` is installed (``pip install "resonate-async[otel]"``)
+and the application has set a tracer provider; otherwise every helper here is a no-op that
+costs a function call.
 
 * ``resonate.execute {function}`` — a worker driving a claimed task until it completes,
   suspends, is released or is lost; attributes ``resonate.promise_id``, ``resonate.task_id``,
@@ -26,6 +26,15 @@ except ImportError:  # pragma: no cover - exercised by installations without the
 
 ENABLED: Final = _trace is not None
 _SCOPE: Final = "resonate_async"
+
+
+def _active() -> bool:
+    """Whether spans go anywhere: the API is installed and an application set a provider
+    (the API's default provider drops everything, so building spans for it is waste)."""
+    if _trace is None:
+        return False
+    provider = _trace.get_tracer_provider()
+    return not isinstance(provider, _trace.ProxyTracerProvider | _trace.NoOpTracerProvider)
 
 
 class SpanLike(Protocol):
@@ -60,7 +69,7 @@ def _span(name: str, attributes: dict[str, Any]) -> Iterator[SpanLike]:
 
 def execution_span(function: str, task_id: str, attempt: int) -> Any:
     """A context manager around one claim of a task (yields a span to annotate)."""
-    if not ENABLED:
+    if not _active():
         return nullcontext(_NO_SPAN)
     return _span(f"resonate.execute {function}", {
         "resonate.promise_id": task_id, "resonate.task_id": task_id,
@@ -70,7 +79,7 @@ def execution_span(function: str, task_id: str, attempt: int) -> Any:
 
 def step_span(function: str, promise_id: str) -> Any:
     """A context manager around one executed local step (yields a span to annotate)."""
-    if not ENABLED:
+    if not _active():
         return nullcontext(_NO_SPAN)
     return _span(f"resonate.step {function}", {
         "resonate.promise_id": promise_id, "resonate.function": function,
