@@ -127,3 +127,12 @@ def interop(session: nox.Session) -> None:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+@nox.session(python="3.11", default=False)
+def simulate(session: nox.Session) -> None:
+    """The deterministic fault simulator over thousands of seeds (tests/simulation/runner.py):
+    ``nox -s simulate -- --seeds 5000``, ``-- --seed 123`` to re-run one seed."""
+    session.install("-e", ".[test]")
+    args = list(session.posargs) or ["--seeds", "2000"]
+    session.run("python", "-m", "tests.simulation", *args)

@@ -24,14 +24,32 @@ from resonate_async.testing._inspect import (
     render_execution,
 )
 from resonate_async.testing._replay import ReplayCheckError, ReplayReport, check_replay
+from resonate_async.testing._simulation import (
+    SKIP_TAG,
+    Faults,
+    SimulationError,
+    SimulationReport,
+    Workflow,
+    busy,
+    side_effect,
+    simulate,
+)
 
 __all__ = [
+    "SKIP_TAG",
+    "Faults",
     "ReplayCheckError",
     "ReplayReport",
+    "SimulationError",
+    "SimulationReport",
     "Step",
     "VirtualClock",
+    "Workflow",
+    "busy",
     "check_replay",
     "execution_records",
     "execution_tree",
     "render_execution",
+    "side_effect",
+    "simulate",
 ]

@@ -46,7 +46,7 @@ async def test_run_raises_not_started_when_the_resonate_stops_during_task_create
     async def start() -> None:
         try:
             await app.run("stopped-mid-create", work)
-        except BaseException as exc:  # noqa: BLE001 - the test inspects what run raised
+        except BaseException as exc:  # the test inspects what run raised
             outcome.append(exc)
 
     async with anyio.create_task_group() as tg:

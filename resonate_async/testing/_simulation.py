@@ -1,0 +1,723 @@
+"""``simulate``: a deterministic, seeded fault simulation of an application's workflows.
+
+One seed drives everything that could vary: the virtual clock (only the simulator moves it),
+the order in which push messages are delivered, and a fault schedule. The application runs as
+several simulated worker processes (``Resonate`` instances) over one embedded engine kept in a
+SQLite file, so the engine itself can restart. Between the workers and the engine sits a
+network the simulator controls: it drops, duplicates, delays and reorders push messages, makes
+requests fail before or after they reach the engine, stalls workers (their leases expire),
+loses heartbeats, crashes workers (no release, like a SIGKILL) at random points (between a
+step's execution and its settle included) and restarts them, and restarts the engine.
+
+After (and during) every run it checks the promises of durable execution:
+
+* every root settles, with the outcome of a run without faults;
+* a settled promise never changes (across engine restarts too);
+* a step settled once never executes again (steps count executions with ``side_effect``);
+* the engine never accepts lease-bound writes from two holders of one task claim, nor from a
+  holder whose claim was superseded;
+* nothing waits forever: every task is fulfilled before the simulated deadline.
+
+Scheduling: one event loop runs everything, and the simulator acts only when every other task
+is blocked, so a seed replays the same way on one backend (trio shuffles its run queue, so on
+trio a seed reproduces the faults, not the exact interleaving). The invariants compare
+outcomes, never interleavings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import math
+import random
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from resonate_async._client import Resonate
+from resonate_async._context import Context
+from resonate_async._errors import ResonateError, TransportError
+from resonate_async.engine import Engine
+from resonate_async.protocol import (
+    TAG_EXTERNAL,
+    TAG_TARGET,
+    FenceSettle,
+    Message,
+    Promise,
+    PromiseSettle,
+    Request,
+    Response,
+    TaskFence,
+    TaskFulfill,
+    TaskHeartbeat,
+    TaskState,
+    TaskSuspend,
+)
+from resonate_async.testing._clock import VirtualClock, settle
+from resonate_async.transport import EmbeddedTransport
+
+log = structlog.get_logger(__name__)
+
+SKIP_TAG = "resonate_async:simulation"
+"""Tag a ``ctx.promise()`` with ``{SKIP_TAG: "ignore"}`` and the simulator leaves it
+unresolved (to exercise timeouts); every other external promise is resolved at a seeded time
+with ``f"approved {promise_id}"``."""
+
+FaultKind = Literal[
+    "drop", "duplicate", "delay", "fail_before", "fail_after", "heartbeat_lost",
+    "crash", "crash_before_send", "crash_after_send", "stop", "stall", "engine_restart",
+]
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Fault rates. Message and request rates are per message/request; process and engine
+    rates are per simulator step. ``Faults.none()`` gives a fault-free run."""
+
+    drop: float = 0.05
+    duplicate: float = 0.05
+    delay: float = 0.1
+    fail_before: float = 0.02
+    fail_after: float = 0.02
+    heartbeat_lost: float = 0.3
+    crash_on_send: float = 0.01
+    crash: float = 0.01
+    stop: float = 0.005
+    stall: float = 0.01
+    engine_restart: float = 0.004
+
+    @classmethod
+    def none(cls) -> Faults:
+        return cls(**{name: 0.0 for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """A root execution to run: ``fn(*args)`` as ``id``, started with ``run`` on a worker or
+    with ``rpc`` (any worker claims it)."""
+
+    id: str
+    fn: Callable[..., Any] | str
+    args: tuple[Any, ...] = ()
+    via: Literal["run", "rpc"] = "run"
+
+
+@dataclass
+class SimulationReport:
+    """What one seed did and found."""
+
+    seed: int
+    outcomes: dict[str, str]
+    faults: Counter[str] = field(default_factory=Counter)
+    violations: list[str] = field(default_factory=list)
+    steps: int = 0
+    simulated_seconds: float = 0.0
+    executions: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def check(self) -> None:
+        """Raise ``SimulationError`` if any invariant was violated."""
+        if self.violations:
+            raise SimulationError(self)
+
+
+class SimulationError(AssertionError):
+    """An invariant of durable execution broke under simulation; names the seed to re-run."""
+
+    def __init__(self, report: SimulationReport) -> None:
+        self.report = report
+        lines = "\n  ".join(report.violations[:20])
+        more = len(report.violations) - 20
+        super().__init__(
+            f"seed {report.seed}: {len(report.violations)} invariant violation(s) after "
+            f"{report.steps} steps ({dict(report.faults)}):\n  {lines}"
+            + (f"\n  ... and {more} more" if more > 0 else "")
+            + f"\nre-run this seed alone: simulate(app, workflows, seed={report.seed}) "
+            f"(nox -s simulate -- --seed {report.seed})")
+
+
+# side effects ---------------------------------------------------------------------------------
+_CURRENT: contextvars.ContextVar[_Simulator | None] = contextvars.ContextVar(
+    "resonate_async_simulation", default=None)
+
+
+def side_effect(ctx: Context) -> None:
+    """Count one execution of the step ``ctx.id`` (call it first thing in a durable function
+    run as a step with ``ctx.run``). Under ``simulate``, a step that executes again after it
+    was settled is reported; elsewhere this does nothing."""
+    sim = _CURRENT.get()
+    if sim is not None:
+        sim.executed(ctx.id)
+
+
+async def busy(seconds: float) -> None:
+    """Stand for work that takes ``seconds``: under ``simulate`` it takes simulated time (the
+    worker's heartbeats run meanwhile, and can be lost); elsewhere it sleeps for real."""
+    sim = _CURRENT.get()
+    if sim is not None:
+        await sim.clock.sleep(seconds)
+    else:
+        await anyio.sleep(seconds)
+
+
+# the network ----------------------------------------------------------------------------------
+class _Network(EmbeddedTransport):
+    """The embedded engine, whose push messages go to the simulator instead of subscribers,
+    and whose timers the simulator fires."""
+
+    def __init__(self, engine: Engine, clock: VirtualClock, sim: _Simulator) -> None:
+        super().__init__(engine, clock=clock, close_engine=False, recover=False)
+        self.sim = sim
+
+    def _deliver(self, messages: list[tuple[str, Message]]) -> None:
+        for address, message in messages:
+            self.sim.inflight.append(_InFlight(address, message, 0))
+
+    async def background(self) -> None:
+        await anyio.sleep_forever()
+
+    def tick(self) -> None:
+        now = self.clock.now_ms()
+        due = self.engine.next_due()
+        while due is not None and due <= now:
+            self.engine.tick(now)
+            self._deliver(self.engine.drain_messages())
+            nxt = self.engine.next_due()
+            if nxt == due:
+                break
+            due = nxt
+
+
+@dataclass
+class _InFlight:
+    address: str
+    message: Message
+    not_before: int
+
+
+class _Process:
+    """One simulated worker process: an incarnation of worker slot ``slot``."""
+
+    def __init__(self, slot: int, incarnation: int) -> None:
+        self.slot = slot
+        self.pid = f"w{slot}-{incarnation}"
+        self.alive = False
+        self.scope: anyio.CancelScope | None = None
+        self.app: Resonate | None = None
+        self.port: _Port | None = None
+        self.stream: MemoryObjectSendStream[Message] | None = None
+
+
+class _Port:
+    """What one worker process sees as its transport: every request crosses the faults."""
+
+    delivers_all = False  # the simulator drops messages
+
+    def __init__(self, sim: _Simulator, proc: _Process) -> None:
+        self.sim = sim
+        self.proc = proc
+        self.dead = False
+        self.killed = anyio.Event()
+        self.stalled_until = 0
+
+    def kill(self) -> None:
+        self.dead = True
+        self.killed.set()
+
+    async def send(self, request: Request) -> Response:
+        sim, proc = self.sim, self.proc
+        clock = sim.clock
+        while not self.dead and self.stalled_until > clock.now_ms():
+            await clock.wait(self.killed, (self.stalled_until - clock.now_ms()) / 1000)
+        if self.dead:
+            raise TransportError(f"simulated crash: process {proc.pid} is gone")
+        faulty = sim.faulty()
+        if faulty:
+            if isinstance(request, TaskHeartbeat) and sim.roll("heartbeat_lost"):
+                raise TransportError("simulated: heartbeat lost")
+            if sim.roll("crash_on_send", "crash_before_send"):
+                sim.crash(proc)
+                raise TransportError(f"simulated crash of {proc.pid} before {request.KIND}")
+            if sim.roll("fail_before"):
+                raise TransportError(f"simulated: {request.KIND} never reached the engine")
+        if sim.engine_down:
+            raise TransportError("simulated: the engine is restarting")
+        response = await sim.network.send(request)
+        sim.observe(proc, request, response)
+        if faulty:
+            if sim.roll("fail_after"):
+                raise TransportError(f"simulated: the answer to {request.KIND} was lost")
+            if sim.roll("crash_on_send", "crash_after_send"):
+                sim.crash(proc)
+                raise TransportError(f"simulated crash of {proc.pid} after {request.KIND}")
+        return response
+
+    def subscribe(self, group: str, pid: str, *,
+                  accepts_work: bool = True) -> MemoryObjectReceiveStream[Message]:
+        send, receive = anyio.create_memory_object_stream[Message](math.inf)
+        self.proc.stream = send
+        return receive
+
+    async def wait_subscribed(self, group: str, pid: str) -> None:
+        await anyio.lowlevel.checkpoint()
+
+    def unsubscribe(self, group: str, pid: str) -> None:
+        stream, self.proc.stream = self.proc.stream, None
+        if stream is not None:
+            stream.close()
+
+    async def background(self) -> None:
+        await anyio.sleep_forever()
+
+    async def __aenter__(self) -> _Port:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        return None
+
+
+# the simulator --------------------------------------------------------------------------------
+_STEP_KINDS = ("crash", "stop", "stall", "engine_restart")
+
+
+class _Simulator:
+    def __init__(self, app: Resonate, workflows: Sequence[Workflow], seed: int, *,
+                 workers: int, faults: Faults, ttl: float, fault_window: float,
+                 deadline: float, path: Path, retry_timeout: float) -> None:
+        self.app = app
+        self.workflows = list(workflows)
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.faults = faults
+        self.ttl = ttl
+        self.path = path
+        self.retry_ms = int(retry_timeout * 1000)
+        self.clock = VirtualClock(auto_advance=False)
+        self.start = self.clock.now_ms()
+        self.fault_end = self.start + int(fault_window * 1000)
+        self.deadline = self.fault_end + int(deadline * 1000)
+        self.network = _Network(Engine.sqlite(str(path), retry_timeout=self.retry_ms),
+                                self.clock, self)
+        self.inflight: list[_InFlight] = []
+        self.slots: list[_Process] = [_Process(i, 0) for i in range(workers)]
+        self.incarnations = [0] * workers
+        self.restart_at: dict[int, int] = {}
+        self.engine_down = False
+        self.engine_up_at = 0
+        self.counts: Counter[str] = Counter()
+        self.violations: list[str] = []
+        self.seq = 0
+        self.executions: dict[str, list[int]] = {}
+        self.settled_seq: dict[str, int] = {}
+        self.claims: dict[tuple[str, int], str] = {}
+        self.top_version: dict[str, int] = {}
+        self.seen: dict[str, tuple[str, str | None, int | None]] = {}
+        self.start_at = {w.id: self.start + self.rng.randint(0, int(fault_window * 500))
+                         for w in self.workflows}
+        self.started: set[str] = set()
+        self.starting: set[str] = set()
+        self.resolve_at: dict[str, int] = {}
+        self.steps = 0
+        self.tg: TaskGroup | None = None
+
+    # randomness ------------------------------------------------------------------------------
+    def faulty(self) -> bool:
+        return self.clock.now_ms() < self.fault_end
+
+    def roll(self, rate: str, kind: str | None = None) -> bool:
+        p: float = getattr(self.faults, rate)
+        if p > 0 and self.rng.random() < p:
+            self.counts[kind or rate] += 1
+            return True
+        return False
+
+    # observation -----------------------------------------------------------------------------
+    def executed(self, step_id: str) -> None:
+        self.seq += 1
+        self.executions.setdefault(step_id, []).append(self.seq)
+        settled = self.settled_seq.get(step_id)
+        if settled is not None:
+            self.violations.append(
+                f"step {step_id} executed again after it was settled (execution #"
+                f"{len(self.executions[step_id])})")
+
+    def observe(self, proc: _Process, request: Request, response: Response) -> None:
+        self.seq += 1
+        if isinstance(request, TaskFence | TaskFulfill | TaskSuspend):
+            if response.status not in (200, 300):
+                return
+            key = (request.id, request.version)
+            holder = self.claims.setdefault(key, proc.pid)
+            if holder != proc.pid:
+                self.violations.append(
+                    f"task {request.id} version {request.version}: the engine accepted "
+                    f"{request.KIND} from {proc.pid} while {holder} held that claim")
+            top = self.top_version.get(request.id, 0)
+            if request.version < top:
+                self.violations.append(
+                    f"task {request.id}: the engine accepted {request.KIND} from {proc.pid} "
+                    f"with version {request.version} after version {top} had written")
+            self.top_version[request.id] = max(top, request.version)
+            if (isinstance(request, TaskFence) and isinstance(request.action, FenceSettle)
+                    and response.data.action.head.status == 200):
+                self.settled_seq.setdefault(request.action.data.id, self.seq)
+
+    def check_settled(self) -> None:
+        """A settled promise never changes, nor disappears."""
+        if self.engine_down:
+            return
+        storage = self.network.engine.storage
+        found = {p.id: p for p in storage.search_promises(None, None, None, 1 << 30)}
+        for pid, before in self.seen.items():
+            p = found.get(pid)
+            now = None if p is None else (p.state, p.value.data, p.settled_at)
+            if now != before:
+                self.violations.append(f"settled promise {pid} changed: {before} -> {now}")
+                self.seen[pid] = now  # type: ignore[assignment]
+        for pid, p in found.items():
+            if p.state != "pending" and pid not in self.seen:
+                self.seen[pid] = (p.state, p.value.data, p.settled_at)
+
+    # processes -------------------------------------------------------------------------------
+    def alive(self) -> list[_Process]:
+        return [p for p in self.slots if p.alive]
+
+    async def run_process(self, proc: _Process,
+                          *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        port = _Port(self, proc)
+        app = self.app._derive(transport=port, clock=self.clock, pid=proc.pid)
+        app.ttl_ms = app.worker.ttl_ms = int(self.ttl * 1000)
+        proc.port, proc.app = port, app
+        with anyio.CancelScope() as scope:
+            proc.scope = scope
+            try:
+                async with app:
+                    proc.alive = True
+                    task_status.started()
+                    await anyio.sleep_forever()
+            finally:
+                proc.alive = False
+
+    def crash(self, proc: _Process) -> None:
+        """Kill ``proc`` at once: nothing it holds is released (its port is dead)."""
+        if proc.port is not None:
+            proc.port.kill()
+        proc.alive = False
+        if proc.scope is not None:
+            proc.scope.cancel()
+        self.restart_at[proc.slot] = self.clock.now_ms() + self.rng.randint(
+            100, int(self.ttl * 3000))
+
+    def stop(self, proc: _Process) -> None:
+        """Stop ``proc`` gracefully: it releases what it holds."""
+        proc.alive = False
+        if proc.scope is not None:
+            proc.scope.cancel()
+        self.restart_at[proc.slot] = self.clock.now_ms() + self.rng.randint(
+            100, int(self.ttl * 2000))
+
+    async def restart(self, slot: int) -> None:
+        assert self.tg is not None
+        self.restart_at.pop(slot, None)
+        self.incarnations[slot] += 1
+        proc = _Process(slot, self.incarnations[slot])
+        self.slots[slot] = proc
+        await self.tg.start(self.run_process, proc)
+
+    def restart_engine(self) -> None:
+        self.engine_down = True
+        self.network.engine.close()
+        self.inflight.clear()  # what the engine had queued or in flight is lost with it
+        self.engine_up_at = self.clock.now_ms() + self.rng.randint(100, 5000)
+
+    def reopen_engine(self) -> None:
+        self.network.engine = Engine.sqlite(str(self.path), retry_timeout=self.retry_ms)
+        self.engine_down = False
+        self.check_settled()
+
+    # roots and external promises --------------------------------------------------------------
+    async def start_root(self, wf: Workflow) -> None:
+        self.starting.add(wf.id)
+        try:
+            alive = self.alive()
+            if not alive:
+                return
+            app = self.rng.choice(alive).app
+            if app is None:
+                return
+            try:
+                if wf.via == "rpc":
+                    await app.rpc(wf.id, wf.fn, *wf.args)
+                else:
+                    await app.run(wf.id, wf.fn, *wf.args)
+            except ResonateError:
+                self.start_at[wf.id] = self.clock.now_ms() + 1000
+                return
+            self.started.add(wf.id)
+        finally:
+            self.starting.discard(wf.id)
+
+    def resolve_externals(self) -> None:
+        now = self.clock.now_ms()
+        engine = self.network.engine
+        for p in engine.storage.search_promises("pending", {TAG_EXTERNAL: "true"}, None,
+                                                1 << 30):
+            if p.tags.get(SKIP_TAG) == "ignore":
+                continue
+            at = self.resolve_at.setdefault(p.id, now + self.rng.randint(200, 30_000))
+            if at <= now:
+                value = self.app.codec.encode(f"approved {p.id}", what=p.id)
+                self.network.engine.execute(PromiseSettle(p.id, "resolved", value), now)
+                self.network._deliver(engine.drain_messages())
+
+    # delivery ---------------------------------------------------------------------------------
+    def route(self, address: str) -> _Process | None:
+        mode, _, rest = address.removeprefix("poll://").partition("@")
+        _, _, pid = rest.partition("/")
+        alive = self.alive()
+        chosen = next((p for p in alive if p.pid == pid), None) if pid else None
+        if chosen is not None or mode == "uni" or not alive:
+            return chosen
+        return self.rng.choice(alive)
+
+    def deliver_one(self) -> bool:
+        now = self.clock.now_ms()
+        ready = [i for i, m in enumerate(self.inflight) if m.not_before <= now]
+        if not ready:
+            return False
+        i = self.rng.choice(ready)
+        item = self.inflight[i]
+        faulty = self.faulty()
+        if faulty and item.not_before == 0 and self.roll("delay"):
+            item.not_before = now + self.rng.randint(50, int(self.ttl * 2000))
+            return True
+        del self.inflight[i]
+        if faulty and self.roll("drop"):
+            return True
+        if faulty and self.roll("duplicate"):
+            self.inflight.append(_InFlight(item.address, item.message, now + 1))
+        proc = self.route(item.address)
+        if proc is not None and proc.stream is not None:
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                proc.stream.send_nowait(item.message)
+        return True
+
+    # the loop ---------------------------------------------------------------------------------
+    def next_event(self) -> int:
+        candidates = [self.deadline]
+        timer = self.clock._next()
+        if timer is not None:
+            candidates.append(timer.at)
+        if not self.engine_down:
+            due = self.network.engine.next_due()
+            if due is not None:
+                candidates.append(due)
+        else:
+            candidates.append(self.engine_up_at)
+        candidates += [m.not_before for m in self.inflight if m.not_before > 0]
+        candidates += [at for wid, at in self.start_at.items()
+                       if wid not in self.started and wid not in self.starting]
+        candidates += list(self.resolve_at.values())
+        candidates += list(self.restart_at.values())
+        candidates += [p.port.stalled_until for p in self.slots
+                       if p.port is not None and p.port.stalled_until > 0]
+        if self.clock.now_ms() < self.fault_end:
+            candidates.append(self.fault_end)
+        now = self.clock.now_ms()
+        later = [c for c in candidates if c > now]
+        return min(later) if later else now + 1000
+
+    def inject_step_faults(self) -> None:
+        faults = self.faults
+        alive = self.alive()
+        if alive and self.roll("crash"):
+            self.crash(self.rng.choice(alive))
+        elif alive and self.roll("stop"):
+            self.stop(self.rng.choice(alive))
+        elif alive and self.roll("stall"):
+            proc = self.rng.choice(alive)
+            if proc.port is not None:
+                proc.port.stalled_until = self.clock.now_ms() + self.rng.randint(
+                    int(self.ttl * 500), int(self.ttl * 3000))
+        elif not self.engine_down and faults.engine_restart and self.roll("engine_restart"):
+            self.restart_engine()
+
+    def done(self) -> bool:
+        if self.engine_down or len(self.started) < len(self.workflows):
+            return False
+        storage = self.network.engine.storage
+        for wf in self.workflows:
+            p = storage.get_promise(wf.id)
+            if p is None or p.state == "pending":
+                return False
+        return not storage.search_tasks("pending", None, 1) and not storage.search_tasks(
+            "acquired", None, 1) and not storage.search_tasks("suspended", None, 1)
+
+    async def loop(self) -> None:
+        clock = self.clock
+        while True:
+            self.steps += 1
+            await settle()
+            now = clock.now_ms()
+            if self.engine_down and now >= self.engine_up_at:
+                self.reopen_engine()
+            for slot, at in list(self.restart_at.items()):
+                if at <= now or now >= self.fault_end:
+                    await self.restart(slot)
+            if now >= self.fault_end:
+                for proc in self.slots:
+                    if proc.port is not None:
+                        proc.port.stalled_until = 0
+            if self.engine_down:
+                await clock.advance((self.engine_up_at - now) / 1000)
+                continue
+            self.check_settled()
+            if self.done() or now >= self.deadline:
+                return
+            assert self.tg is not None
+            for wf in self.workflows:
+                if (wf.id not in self.started and wf.id not in self.starting
+                        and self.start_at[wf.id] <= now):
+                    self.tg.start_soon(self.start_root, wf)
+            self.resolve_externals()
+            self.network.tick()
+            if self.faulty():
+                self.inject_step_faults()
+            if self.deliver_one():
+                if self.rng.random() < 0.1:
+                    await clock.advance(self.rng.randint(1, 500) / 1000)
+                continue
+            await settle()  # what the steps above set in motion may bring events forward
+            if any(m.not_before <= now for m in self.inflight):
+                continue
+            await clock.advance((self.next_event() - now) / 1000)
+
+    def liveness(self) -> None:
+        storage = self.network.engine.storage
+        for wf in self.workflows:
+            p = storage.get_promise(wf.id)
+            if wf.id not in self.started:
+                self.violations.append(f"root {wf.id} could not be started before the deadline")
+            elif p is None or p.state == "pending":
+                self.violations.append(f"root {wf.id} is still pending at the deadline")
+        states: tuple[TaskState, ...] = ("pending", "acquired", "suspended")
+        for state in states:
+            for row in storage.search_tasks(state, None, 1 << 30):
+                p = storage.get_promise(row.id)
+                if p is not None and p.tags.get(TAG_TARGET) is not None:
+                    self.violations.append(
+                        f"task {row.id} is still {state} (version {row.version}) at the "
+                        "deadline: an execution waits forever")
+
+    async def run(self) -> SimulationReport:
+        token = _CURRENT.set(self)
+        random.seed(self.seed)
+        try:
+            async with anyio.create_task_group() as tg:
+                self.tg = tg
+                for proc in self.slots:
+                    await tg.start(self.run_process, proc)
+                try:
+                    await self.loop()
+                finally:
+                    for proc in self.slots:  # the end: every process stops at once
+                        if proc.port is not None:
+                            proc.port.kill()
+                    tg.cancel_scope.cancel()
+        finally:
+            _CURRENT.reset(token)
+        if self.engine_down:
+            self.reopen_engine()
+        self.check_settled()
+        self.liveness()
+        storage = self.network.engine.storage
+        outcomes = {}
+        for wf in self.workflows:
+            p = storage.get_promise(wf.id)
+            outcomes[wf.id] = _outcome(p)
+        self.network.engine.close()
+        return SimulationReport(
+            self.seed, outcomes, self.counts, self.violations, self.steps,
+            (self.clock.now_ms() - self.start) / 1000,
+            sum(len(v) for v in self.executions.values()))
+
+
+def _outcome(p: Promise | None) -> str:
+    if p is None:
+        return "missing"
+    return f"{p.state} {p.value.data or ''}".rstrip()
+
+
+async def simulate(
+    app: Resonate,
+    workflows: Sequence[Workflow],
+    *,
+    seed: int,
+    workers: int = 3,
+    faults: Faults | None = None,
+    ttl: float = 5.0,
+    fault_window: float = 120.0,
+    deadline: float = 900.0,
+    retry_timeout: float = 10.0,
+    expected: dict[str, str] | None = None,
+    check: bool = True,
+    directory: str | Path | None = None,
+) -> SimulationReport:
+    """Run ``workflows`` with ``app``'s functions under the faults of ``seed``; check them.
+
+    ``workers`` simulated processes (copies of ``app`` on one embedded engine in a SQLite
+    file in ``directory``, a temporary one by default) run the workflows, started at seeded
+    times in the first half of the ``fault_window`` (simulated seconds); faults are injected
+    during that window only, then every worker restarts and the run has ``deadline`` more
+    simulated seconds to finish everything. ``ttl`` is the workers' lease, ``retry_timeout``
+    the engine's re-dispatch delay.
+
+    Each root's outcome is compared with ``expected`` (by default: a run of the same seed
+    without faults). Returns a ``SimulationReport``; with ``check`` (the default) raises
+    ``SimulationError``, naming the seed, if an invariant broke.
+    """
+    faults = Faults() if faults is None else faults
+    if len({w.id for w in workflows}) != len(workflows):
+        raise ValueError("simulate: workflow ids must be unique")
+
+    async def one(kind: Faults, where: Path) -> SimulationReport:
+        sim = _Simulator(app, workflows, seed, workers=workers, faults=kind, ttl=ttl,
+                         fault_window=fault_window, deadline=deadline, path=where,
+                         retry_timeout=retry_timeout)
+        return await sim.run()
+
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        if expected is None:
+            reference = await one(Faults.none(), Path(tmp) / "reference.db")
+            if reference.violations:
+                reference.violations.insert(0, "the run without faults already fails:")
+                if check:
+                    reference.check()
+                return reference
+            expected = reference.outcomes
+        report = await one(faults, Path(tmp) / "simulation.db")
+    for wid, want in expected.items():
+        got = report.outcomes.get(wid)
+        if got is not None and got != want and not got.startswith("pending"):
+            report.violations.append(f"root {wid} settled differently than without faults: "
+                                     f"expected {want!r}, got {got!r}")
+    if check:
+        report.check()
+    return report
+
+
+__all__ = ["SKIP_TAG", "Faults", "SimulationError", "SimulationReport", "Workflow", "busy",
+           "side_effect", "simulate"]

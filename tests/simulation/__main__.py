@@ -1,0 +1,7 @@
+"""``python -m tests.simulation --seeds N``: see tests/simulation/runner.py."""
+
+import sys
+
+from tests.simulation.runner import main
+
+sys.exit(main())
