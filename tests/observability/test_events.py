@@ -51,7 +51,7 @@ async def test_every_state_change_is_an_event_with_ids(events: list[dict[str, An
         handle = await resonate.run("events-1", flow)
         await anyio.sleep(0.05)
         gate.set()
-        with anyio.fail_after(10), pytest.raises(ValueError):
+        with anyio.fail_after(10), pytest.raises(ValueError, match="no"):
             await handle
 
     mine = [e for e in events if e.get("task_id") == "events-1"]
