@@ -5,6 +5,7 @@ Start with ``Resonate`` (an embedded engine by default), register functions with
 """
 
 from resonate_async._client import Invoker, Resonate
+from resonate_async._codec import Encryptor
 from resonate_async._context import Call, Context, Handle, Info
 from resonate_async._errors import (
     ApplicationError,
@@ -37,6 +38,7 @@ __all__ = [
     "Context",
     "ContextError",
     "EncodingError",
+    "Encryptor",
     "Exponential",
     "Handle",
     "Info",

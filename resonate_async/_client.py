@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sqlite3
@@ -18,7 +19,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from resonate_async._clock import Clock, SystemClock
-from resonate_async._codec import Codec
+from resonate_async._codec import Codec, Encryptor
 from resonate_async._context import Context, Handle
 from resonate_async._errors import (
     ContextError,
@@ -66,8 +67,9 @@ DEFAULT_TIMEOUT: Final = timedelta(days=365)
 
 def _seconds(value: float | timedelta, what: str) -> float:
     seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds <= 0:
-        raise ValueError(f"{what} must be a positive number of seconds or a timedelta, "
+    if (not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds <= 0
+            or not math.isfinite(seconds)):
+        raise ValueError(f"{what} must be a positive, finite number of seconds or a timedelta, "
                          f"got {value!r}")
     return float(seconds)
 
@@ -145,6 +147,13 @@ class Resonate:
     Construction needs no event loop. ``async with resonate:`` starts everything it owns (the
     transport, the message loop, the worker, heartbeats) and stops it on exit, releasing any
     task still held. ``await resonate.serve()`` runs it as a worker until cancelled.
+
+    Options: ``group`` (this worker's group; ``rpc`` targets one), ``pid`` (this process's id),
+    ``ttl`` (task lease, renewed every ttl/2), ``concurrency`` (executions at once),
+    ``retry`` (default policy of local steps), ``timeout`` (deadline of executions started
+    here), ``worker=False`` (a client that takes no work), ``clock`` (e.g. a test kit
+    ``VirtualClock``), ``transport`` (share one engine between instances), ``encryptor``
+    (encrypt every value before it is stored: an ``Encryptor``).
     """
 
     def __init__(
@@ -163,6 +172,7 @@ class Resonate:
         listen_interval: float = 60.0,
         clock: Clock | None = None,
         transport: Transport | None = None,
+        encryptor: Encryptor | None = None,
     ) -> None:
         quiet_by_default()
         if sum(x is not None for x in (path, url, transport)) > 1:
@@ -178,6 +188,10 @@ class Resonate:
             raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.group = group
+        if pid is not None and (not isinstance(pid, str)
+                                or any(c in pid for c in "/@: \x00")):
+            raise ValueError(f"pid must be a name without '/', '@', ':' or spaces (it is part "
+                             f"of this process's address), got {pid!r}")
         self.pid = pid or uuid.uuid4().hex
         self.url = url
         self.token = token
@@ -186,7 +200,7 @@ class Resonate:
         self.timeout_ms = int(_seconds(timeout, "timeout") * 1000)
         self.listen_interval = listen_interval
         self.connect_wait = 10.0
-        self.codec = Codec()
+        self.codec = Codec(encryptor)
         self.registry = Registry()
         self._dependencies: dict[type[Any], Any] = {}
         if transport is not None:
@@ -555,7 +569,9 @@ class Invoker:
         self.target = target
         self.version = version
         self.tags = dict(tags or {})
-        for key in self.tags:
+        for key, value in self.tags.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise ValueError(f"tags must map str to str, got {key!r}: {value!r}")
             if key.startswith("resonate:"):
                 raise ValueError(f"tag {key!r}: the 'resonate:' prefix is reserved for the "
                                  "protocol; choose another key")

@@ -13,7 +13,7 @@ import base64
 import builtins
 import contextlib
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import msgspec
 
@@ -66,10 +66,24 @@ class _InvocationOut(msgspec.Struct, frozen=True):
 _invocation_decoder = msgspec.json.Decoder(Invocation)
 
 
+class Encryptor(Protocol):
+    """Encrypts values before they leave the process (params, results, errors).
+
+    Applied between JSON and base64, so the engine or server stores only ciphertext. Every
+    process of an application needs an equivalent one. ``decrypt`` raises on data it did not
+    encrypt (wrong key, tampering).
+    """
+
+    def encrypt(self, data: bytes) -> bytes: ...
+
+    def decrypt(self, data: bytes) -> bytes: ...
+
+
 class Codec:
     """Encodes and decodes values and errors for one ``Resonate`` instance."""
 
-    def __init__(self) -> None:
+    def __init__(self, encryptor: Encryptor | None = None) -> None:
+        self.encryptor = encryptor
         self._errors: dict[tuple[str, str], type[BaseException]] = {}
         for cls in (NonDeterminismError, ApplicationError, EncodingError, TimedOutError,
                     CanceledError, ResonateError):
@@ -81,12 +95,31 @@ class Codec:
             raise TypeError(f"register_error expects an exception class, got {cls!r}")
         self._errors[(cls.__module__, cls.__qualname__)] = cls
 
+    # the envelope of every value: JSON, optionally encrypted, then base64 ---------------------
+    def _seal(self, raw: bytes) -> str:
+        if self.encryptor is not None:
+            raw = self.encryptor.encrypt(raw)
+        return _b64(raw)
+
+    def _open(self, data: str, what: str) -> bytes:
+        raw = base64.b64decode(data)
+        if self.encryptor is None:
+            return raw
+        try:
+            return self.encryptor.decrypt(raw)
+        except Exception as exc:  # each cipher library raises its own types
+            raise EncodingError(
+                f"{what}: cannot decrypt the stored value ({type(exc).__name__}: {exc}); was it "
+                "written with another key, or without encryption? Every process of an "
+                "application needs the same Encryptor"
+            ) from None
+
     # values -----------------------------------------------------------------------------------
     def encode(self, value: Any, *, what: str) -> Value:
         """Encode a result or argument; ``what`` names the call in the error message."""
         if value is None:
             return _NO_VALUE
-        return Value(data=_b64(self.dumps(value, what=what)))
+        return Value(data=self._seal(self.dumps(value, what=what)))
 
     def dumps(self, value: Any, *, what: str) -> bytes:
         try:
@@ -109,7 +142,7 @@ class Codec:
         if not value.data:
             return None
         try:
-            obj = _decode_json(base64.b64decode(value.data))
+            obj = _decode_json(self._open(value.data, what))
         except (ValueError, msgspec.DecodeError) as exc:
             raise EncodingError(f"{what}: stored value is not base64 JSON ({exc})") from None
         return self.convert(obj, type_, what=what)
@@ -131,14 +164,14 @@ class Codec:
     def encode_invocation(self, func: str, args: Sequence[Any], kwargs: Mapping[str, Any],
                           version: int) -> Value:
         what = f"arguments of {func!r}"
-        return Value(data=_b64(self.dumps(_InvocationOut(args, kwargs, func, version),
-                                          what=what)))
+        return Value(data=self._seal(self.dumps(_InvocationOut(args, kwargs, func, version),
+                                                what=what)))
 
     def decode_invocation(self, value: Value) -> Invocation:
         if not value.data:
             raise EncodingError("the promise carries no function invocation in its param")
         try:
-            return _invocation_decoder.decode(base64.b64decode(value.data))
+            return _invocation_decoder.decode(self._open(value.data, "the promise's param"))
         except (ValueError, msgspec.DecodeError) as exc:
             raise EncodingError(f"the promise's param is not a function invocation ({exc})") \
                 from None
@@ -158,13 +191,15 @@ class Codec:
         else:
             with contextlib.suppress(TypeError, msgspec.EncodeError):  # args are optional
                 payload["args"] = msgspec.to_builtins(exc.args)
-        return Value(data=_b64(_encoder.encode(payload)))
+        return Value(data=self._seal(_encoder.encode(payload)))
 
     def decode_error(self, value: Value) -> BaseException:
         try:
-            obj = _decode_json(base64.b64decode(value.data or ""))
+            obj = _decode_json(self._open(value.data or "", "the rejection"))
         except (ValueError, msgspec.DecodeError):
             obj = None
+        except EncodingError as exc:  # a key mismatch: say so rather than lose the error
+            return exc
         if not isinstance(obj, dict):
             return ApplicationError(f"rejected with a value that is not an error: {obj!r:.200}")
         message = str(obj.get("message", ""))

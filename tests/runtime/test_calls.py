@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import enum
 import threading
@@ -10,8 +11,12 @@ from datetime import UTC, datetime, timedelta
 
 import anyio
 import msgspec
+import pytest
 
-from resonate_async import Context, Handle, Resonate
+from resonate_async import Context, EncodingError, Handle, Resonate
+from resonate_async._codec import Codec
+from resonate_async.protocol import PromiseGet
+from tests.runtime.conftest import Connect
 
 
 async def test_fan_out_of_a_thousand_spawned_children_in_a_task_group_completes(
@@ -271,3 +276,44 @@ async def test_call_options_set_the_child_id_and_timeout(
     assert result == [f"{root}:custom", "a", f"{root}:2", "b"]
     assert step.state == "resolved" and step.result() == "a"
     assert step.timeout_at <= step.created_at + timedelta(seconds=31)
+
+
+class XorEncryptor:
+    """A toy cipher for the test (a real one: Fernet, AES-GCM): reversible, keyed, checked."""
+
+    def __init__(self, key: int) -> None:
+        self.key = key
+
+    def encrypt(self, data: bytes) -> bytes:
+        return bytes([0x58, self.key]) + bytes(b ^ self.key for b in data)
+
+    def decrypt(self, data: bytes) -> bytes:
+        if data[:2] != bytes([0x58, self.key]):
+            raise ValueError("not encrypted with this key")
+        return bytes(b ^ self.key for b in data[2:])
+
+
+async def test_an_encryptor_keeps_plaintext_out_of_the_engine(
+        connect: Connect, uid: Callable[[str], str]) -> None:
+    resonate = connect(encryptor=XorEncryptor(0x5A))
+
+    @resonate.register
+    def secret(word: str) -> str:
+        return f"the word is {word}"
+
+    @resonate.register
+    async def flow(ctx: Context, word: str) -> str:
+        return await ctx.run(secret, word)
+
+    async with resonate:
+        root = uid("enc")
+        handle = await resonate.run(root, flow, "swordfish")
+        with anyio.fail_after(10):
+            assert await handle == "the word is swordfish"
+        step = await resonate.send(PromiseGet(f"{root}:1"))
+        stored = base64.b64decode(step.data.promise.value.data)
+        assert b"swordfish" not in stored
+        assert stored.startswith(b"X\x5a")
+        # a process with another key gets a clear error, not garbage
+        with pytest.raises(EncodingError, match="cannot decrypt"):
+            Codec(XorEncryptor(1)).decode(step.data.promise.value)
