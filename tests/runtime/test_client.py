@@ -279,13 +279,13 @@ async def test_the_concurrency_cap_bounds_running_executions(
 
 async def test_heartbeats_keep_a_long_step_from_being_taken_over(
         connect: Connect, uid: Callable[[str], str]) -> None:
-    resonate = connect(ttl=0.4)
+    resonate = connect(ttl=1.0)
     runs: list[int] = []
 
     @resonate.register
     async def long_step() -> None:
         runs.append(1)
-        await anyio.sleep(1.2)
+        await anyio.sleep(2.2)  # two lease lengths: renewed by heartbeats (every ttl/2)
 
     @resonate.register
     async def flow(ctx: Context) -> str:
