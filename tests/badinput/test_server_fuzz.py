@@ -8,13 +8,11 @@ with a wrong value (it releases the task instead).
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 import anyio
 import httpx
 import msgspec
-import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -140,7 +138,6 @@ def test_every_server_answer_is_a_response_or_a_resonate_error(
        executed=st.lists(st.booleans(), min_size=12, max_size=12))
 def test_a_worker_never_settles_anything_wrongly_on_garbage_answers(
         plan: list[tuple[int, str, Any] | None], executed: list[bool]) -> None:
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
     engine = Engine.memory()
     seen = {"n": 0}
 
