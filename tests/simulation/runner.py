@@ -17,7 +17,7 @@ import anyio
 import structlog
 
 from resonate_async.testing import SimulationReport, simulate
-from tests.simulation.corpus import PROFILES, build_app, workload
+from tests.simulation.corpus import KINDS, PROFILES, build_app, workload
 
 
 def _quiet() -> None:
@@ -84,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
             pool.close()
             pool.join()
     print(f"seeds run: {len(jobs)} ({args.profile} faults; backends: {', '.join(backends)})")
-    print(f"workflows: {workflows} (kinds: {args.workflows} per seed), step executions: "
-          f"{executions}, simulator steps: {steps}, simulated time: {simulated / 3600:.1f} h")
+    print(f"workflows: {workflows} ({args.workflows} per seed, {len(KINDS)} kinds), "
+          f"step executions: {executions}, simulator steps: {steps}, "
+          f"simulated time: {simulated / 3600:.1f} h")
     print(f"faults injected: {sum(faults.values())}")
     for kind, n in sorted(faults.items(), key=lambda kv: -kv[1]):
         print(f"  {kind:<18} {n}")
