@@ -1,4 +1,4 @@
-"""Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s typecheck`, `nox -s bench`,
+"""Developer sessions: `nox -t tests` (or `-s tests-3.11`), `nox -s lint`, `nox -s typecheck`, `nox -s bench`,
 `nox -s interop` (not run by default: it installs the official SDK from PyPI)."""
 
 from __future__ import annotations
@@ -17,11 +17,27 @@ nox.options.reuse_existing_virtualenvs = True
 PYTHONS = ["3.11", "3.12", "3.13"]
 
 
-@nox.session(python=PYTHONS)
-def tests(session: nox.Session) -> None:
+def _interpreters(version: str) -> list[str]:
+    """Interpreters of ``version`` that run (pyenv installs first: its shims may not)."""
+    candidates = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}*/bin/python")))
+    found = shutil.which(f"python{version}")
+    if found:
+        candidates.append(found)
+    return [c for c in candidates
+            if subprocess.run([c, "--version"], capture_output=True).returncode == 0]
+
+
+def _tests(session: nox.Session) -> None:
     """The whole test suite (both anyio backends, every transport)."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "pytest", *session.posargs)
+
+
+# One session per version, named tests-3.11 ... but run by a concrete interpreter: pyenv's
+# shims do not run versions that are not selected, so nox would skip them as "not found".
+for _version in PYTHONS:
+    nox.session(name=f"tests-{_version}", tags=["tests"],
+                python=next(iter(_interpreters(_version)), _version))(_tests)
 
 
 @nox.session(python="3.11")
@@ -84,16 +100,6 @@ def _peer_env(session: nox.Session, where: Path, package: str,
         session.warn(f"{package}: install failed: {exc}")
         return None
     return str(python)
-
-
-def _interpreters(version: str) -> list[str]:
-    """Interpreters of ``version`` that run (pyenv installs first: its shims may not)."""
-    candidates = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}*/bin/python")))
-    found = shutil.which(f"python{version}")
-    if found:
-        candidates.append(found)
-    return [c for c in candidates
-            if subprocess.run([c, "--version"], capture_output=True).returncode == 0]
 
 
 @nox.session(python=next(iter(_interpreters("3.12")), "3.12"), default=False)

@@ -184,7 +184,7 @@ class Resonate:
         if not isinstance(group, str) or not group or any(c in group for c in "/@: "):
             raise ValueError(f"group must be a non-empty name without '/', '@', ':' or spaces, "
                              f"got {group!r}")
-        if not isinstance(concurrency, int) or concurrency < 1:
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.group = group

@@ -17,11 +17,11 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
+from resonate_async import _errors
 from resonate_async._errors import (
     ApplicationError,
     CanceledError,
     EncodingError,
-    NonDeterminismError,
     ResonateError,
     TimedOutError,
 )
@@ -85,9 +85,8 @@ class Codec:
     def __init__(self, encryptor: Encryptor | None = None) -> None:
         self.encryptor = encryptor
         self._errors: dict[tuple[str, str], type[BaseException]] = {}
-        for cls in (NonDeterminismError, ApplicationError, EncodingError, TimedOutError,
-                    CanceledError, ResonateError):
-            self.register_error(cls)
+        for cls in [*_errors.ResonateError.__subclasses__(), ResonateError]:
+            self.register_error(cls)  # the SDK's own errors keep their type across boundaries
 
     def register_error(self, cls: type[BaseException]) -> None:
         """Rebuild errors of type ``cls`` (instead of ``ApplicationError``) when decoded."""

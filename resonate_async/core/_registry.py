@@ -126,6 +126,8 @@ class Registry:
             raise RegistrationError(f"register expects a function, got {fn!r}")
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise RegistrationError(f"version must be an int >= 1, got {version!r}")
+        if name is not None and not isinstance(name, str):
+            raise RegistrationError(f"name must be a str, got {type(name).__name__} {name!r}")
         name = name or name_of(fn)
         if not name or ":" in name:
             raise RegistrationError(f"invalid function name {name!r}: it must be non-empty "

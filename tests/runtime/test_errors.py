@@ -292,3 +292,30 @@ def test_a_file_that_is_not_an_engine_file_is_a_clear_error(tmp_path: Path) -> N
     garbage.write_text("this is not a database " * 100)
     with pytest.raises(ResonateError, match="cannot be used as an embedded engine file"):
         Resonate(path=garbage)
+
+
+async def test_the_sdks_own_errors_keep_their_type_across_boundaries(
+        resonate: Resonate, uid: Callable[[str], str]) -> None:
+    @resonate.register
+    async def misuse(ctx: Context) -> None:
+        await ctx.sleep(-1)  # a ContextError, raised in a nested durable function
+
+    @resonate.register
+    async def caller(ctx: Context) -> str:
+        try:
+            await ctx.run(misuse)
+        except ContextError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return "no error"
+
+    async with resonate:
+        with anyio.fail_after(10):
+            message = await (await resonate.run(uid("own"), caller))
+    assert message.startswith("ContextError: ctx.sleep expects a non-negative duration")
+
+
+def test_a_name_that_is_not_a_string_is_refused(resonate: Resonate) -> None:
+    async def job(ctx: Context) -> None: ...
+
+    with pytest.raises(RegistrationError, match="name must be a str"):
+        resonate.register(name=5)(job)  # type: ignore[arg-type]
