@@ -4,7 +4,7 @@ Start with ``Resonate`` (an embedded engine by default), register functions with
 ``@resonate.register``, and write durable steps as ``await ctx.run(...)``.
 """
 
-from resonate_async._client import Invoker, Resonate
+from resonate_async._client import Resonate
 from resonate_async._codec import Encryptor
 from resonate_async._context import Call, Context, Handle, Info
 from resonate_async._errors import (
@@ -26,6 +26,7 @@ from resonate_async._errors import (
     TimedOutError,
     TransportError,
 )
+from resonate_async._invoke import Invoker
 from resonate_async._logging import configure_logging
 from resonate_async._records import PromiseRecord, ScheduleRecord
 from resonate_async._retry import Constant, Exponential, Linear, Never, RetryPolicy

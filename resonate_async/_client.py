@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import sqlite3
@@ -21,37 +20,30 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from resonate_async._clock import Clock, SystemClock
 from resonate_async._codec import Codec, Encryptor
 from resonate_async._context import Context, Handle
+from resonate_async._durations import milliseconds
 from resonate_async._errors import (
     ContextError,
     NotFoundError,
     NotStartedError,
-    RegistrationError,
     ResonateError,
 )
+from resonate_async._handles import Drive, RootState, Waiter
+from resonate_async._invoke import Invoker
 from resonate_async._logging import quiet_by_default
 from resonate_async._promises import Promises, Schedules
 from resonate_async._retry import Exponential, RetryPolicy
 from resonate_async._status import expect_ok
-from resonate_async.core._driver import HEAD, Worker
-from resonate_async.core._registry import Function, Registry
+from resonate_async.core._driver import Worker
+from resonate_async.core._registry import Registry
 from resonate_async.protocol import (
-    TAG_BRANCH,
-    TAG_ORIGIN,
-    TAG_PARENT,
-    TAG_SCOPE,
-    TAG_TARGET,
-    Action,
     Claim,
     Execute,
     Message,
     Promise,
-    PromiseCreate,
     PromiseGet,
     PromiseRegisterListener,
     Request,
     Response,
-    TaskCreate,
-    check_root_id,
 )
 from resonate_async.transport import EmbeddedTransport, Transport
 
@@ -63,76 +55,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # Executions may sleep or wait for people for weeks; steps and children default to a day.
 DEFAULT_TIMEOUT: Final = timedelta(days=365)
-
-
-def _seconds(value: float | timedelta, what: str) -> float:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if (not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds <= 0
-            or not math.isfinite(seconds)):
-        raise ValueError(f"{what} must be a positive, finite number of seconds or a timedelta, "
-                         f"got {value!r}")
-    return float(seconds)
-
-
-class _Waiter:
-    """Everyone awaiting one promise in this process shares one of these."""
-
-    __slots__ = ("event", "listening", "promise")
-
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self.promise: Promise | None = None
-        self.listening = False
-
-
-class _Drive:
-    """This process driving an execution it created (``Resonate.run``): most executions
-    finish in that drive, and a handle then needs no listener at all."""
-
-    __slots__ = ("_event", "finished", "promise")
-
-    def __init__(self) -> None:
-        self.finished = False
-        self.promise: Promise | None = None
-        self._event: anyio.Event | None = None  # made only if someone waits
-
-    async def wait(self) -> None:
-        if not self.finished:
-            if self._event is None:
-                self._event = anyio.Event()
-            await self._event.wait()
-
-    def finish(self) -> None:
-        self.finished = True
-        if self._event is not None:
-            self._event.set()
-
-
-class _RootState:
-    """The state behind a handle returned by ``Resonate.run``/``rpc``/``get``."""
-
-    __slots__ = ("client", "drive", "type")
-
-    def __init__(self, client: Resonate, type_: Any, drive: _Drive | None = None) -> None:
-        self.client = client
-        self.type = type_
-        self.drive = drive
-
-    async def wait(self, handle: Handle[Any]) -> Any:
-        drive = self.drive
-        if drive is not None:
-            await drive.wait()
-            if drive.promise is not None:
-                p = drive.promise
-                return self.client.codec.outcome(p, self.type, what=f"result of {handle.id}")
-            self.drive = None  # it went on elsewhere (suspended, released): listen for it
-        p = await self.client._settled_promise(handle.id)
-        return self.client.codec.outcome(p, self.type, what=f"result of {handle.id}")
-
-    async def done(self, handle: Handle[Any]) -> bool:
-        if self.drive is not None and self.drive.promise is not None:
-            return True
-        return await self.client._is_settled(handle.id)
 
 
 class Resonate:
@@ -196,8 +118,8 @@ class Resonate:
         self.url = url
         self.token = token
         self.accepts_work = worker
-        self.ttl_ms = int(_seconds(ttl, "ttl") * 1000)
-        self.timeout_ms = int(_seconds(timeout, "timeout") * 1000)
+        self.ttl_ms = milliseconds(ttl, "ttl")
+        self.timeout_ms = milliseconds(timeout, "timeout")
         self.listen_interval = listen_interval
         self.connect_wait = 10.0
         self.codec = Codec(encryptor)
@@ -230,8 +152,8 @@ class Resonate:
         )
         self.promises = Promises(self)
         self.schedules = Schedules(self)
-        self._waiters: dict[str, _Waiter] = {}
-        self._drives: dict[str, _Drive] = {}
+        self._waiters: dict[str, Waiter] = {}
+        self._drives: dict[str, Drive] = {}
         self._listening: anyio.Event | None = None
         self._tg: TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
@@ -398,7 +320,7 @@ class Resonate:
                 else:
                     self._on_settled(message.promise)
 
-    async def _drive_local(self, claim: Claim, drive: _Drive) -> None:
+    async def _drive_local(self, claim: Claim, drive: Drive) -> None:
         task_id = claim.task.id
         self._drives[task_id] = drive
         try:
@@ -459,7 +381,7 @@ class Resonate:
         self._require_running(f"awaiting {promise_id}")
         waiter = self._waiters.get(promise_id)
         if waiter is None:
-            waiter = self._waiters[promise_id] = _Waiter()
+            waiter = self._waiters[promise_id] = Waiter()
             if self._listening is not None:
                 self._listening.set()
         if not waiter.listening:
@@ -554,95 +476,4 @@ class Resonate:
                 type_ = found.returns
         except ResonateError:
             pass
-        return Handle(id, _RootState(self, type_))
-
-
-class Invoker:
-    """``Resonate.run``/``rpc`` with options (``resonate.options(...)``)."""
-
-    def __init__(self, client: Resonate, *, timeout: float | timedelta | None = None,
-                 target: str | None = None, version: int | None = None,
-                 tags: dict[str, str] | None = None) -> None:
-        self.client = client
-        self.timeout_ms = (client.timeout_ms if timeout is None
-                           else int(_seconds(timeout, "timeout") * 1000))
-        self.target = target
-        self.version = version
-        self.tags = dict(tags or {})
-        for key, value in self.tags.items():
-            if not isinstance(key, str) or not isinstance(value, str):
-                raise ValueError(f"tags must map str to str, got {key!r}: {value!r}")
-            if key.startswith("resonate:"):
-                raise ValueError(f"tag {key!r}: the 'resonate:' prefix is reserved for the "
-                                 "protocol; choose another key")
-
-    def _function(self, fn: Any, *, local: bool) -> tuple[str, int, Any]:
-        registry = self.client.registry
-        if isinstance(fn, str):
-            if local:
-                found: Function = registry.get(fn, self.version)
-                return found.name, found.version, found.returns
-            found_remote = registry.lookup_name(fn, self.version)
-            returns = found_remote.returns if found_remote is not None else Any
-            return fn, self.version or 1, returns
-        found_fn = registry.lookup(fn)
-        if found_fn is None:
-            name = getattr(fn, "__qualname__", repr(fn))
-            raise RegistrationError(f"{name} is not registered: decorate it with "
-                                    "@resonate.register (or pass its registered name)")
-        return found_fn.name, self.version or found_fn.version, found_fn.returns
-
-    def _create(self, id: str, name: str, version: int, args: tuple[Any, ...],
-                kwargs: dict[str, Any], target: str) -> PromiseCreate:
-        client = self.client
-        param = client.codec.encode_invocation(name, args, kwargs, version)
-        tags = {**self.tags, TAG_ORIGIN: id, TAG_BRANCH: id, TAG_PARENT: id,
-                TAG_SCOPE: "global", TAG_TARGET: target}
-        return PromiseCreate(id, client.clock.now_ms() + self.timeout_ms, param, tags)
-
-    async def run(self, id: str, fn: Any, /, *args: Any, **kwargs: Any) -> Handle[Any]:
-        """See ``Resonate.run``."""
-        client = self.client
-        tg = client._require_running("resonate.run")
-        check_root_id(id)
-        name, version, returns = self._function(fn, local=True)
-        client.registry.get(name, version).check_call(args, kwargs)
-        target = (client.target(self.target) if self.target is not None
-                  else f"poll://any@{client.group}/{client.pid}")
-        create = self._create(id, name, version, args, kwargs, target)
-        drive: _Drive | None = None
-        response = await client.send(
-            TaskCreate(client.pid, client.ttl_ms, Action("promise.create", HEAD, create)))
-        if response.status == 200:
-            claim = response.data
-            client._on_settled(claim.promise)
-            if claim.task.state == "acquired":
-                if client._tg is not tg:  # stopped while task.create was in flight
-                    raise NotStartedError(
-                        f"the Resonate stopped while starting {id!r}: the execution exists and "
-                        "resumes on another worker once this one's lease expires")
-                log.info("execution_created", promise_id=id, function=name)
-                drive = _Drive()
-                tg.start_soon(client._drive_local, claim, drive)
-        elif response.status == 422:
-            raise ResonateError(f"promise {id!r} already exists and is not an execution (it "
-                                "was created with resonate.promises.create?); use another id")
-        elif response.status != 409:  # 409: already running elsewhere; just await it
-            expect_ok(response, "task.create")
-        return Handle(id, _RootState(client, returns, drive))
-
-    async def rpc(self, id: str, fn: Any, /, *args: Any, **kwargs: Any) -> Handle[Any]:
-        """See ``Resonate.rpc``."""
-        client = self.client
-        client._require_running("resonate.rpc")
-        check_root_id(id)
-        name, version, returns = self._function(fn, local=False)
-        found = client.registry.lookup_name(name, version)
-        if found is not None:
-            found.check_call(args, kwargs)
-        create = self._create(id, name, version, args, kwargs, client.target(self.target))
-        response = await client.send(create)
-        expect_ok(response, "promise.create")
-        client._on_settled(response.data.promise)
-        return Handle(id, _RootState(client, returns))
-
+        return Handle(id, RootState(self, type_))

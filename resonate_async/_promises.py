@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 
+from resonate_async._durations import milliseconds
 from resonate_async._errors import ApplicationError, RegistrationError
 from resonate_async._records import PromiseRecord, ScheduleRecord
 from resonate_async._status import expect_ok
@@ -28,14 +29,6 @@ if TYPE_CHECKING:
     from resonate_async._client import Resonate
 
 SCHEDULE_TEMPLATE: Final = "{{.id}}-{{.timestamp}}"
-
-
-def _ms(value: float | timedelta, what: str) -> int:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
-        raise ValueError(f"{what} must be a non-negative number of seconds or a timedelta, "
-                         f"got {value!r}")
-    return int(seconds * 1000)
 
 
 def _check_tags(tags: dict[str, str] | None) -> dict[str, str]:
@@ -64,7 +57,7 @@ class Promises:
         check_root_id(id)
         client = self._client
         all_tags = {**_check_tags(tags), TAG_EXTERNAL: "true"}
-        deadline = client.clock.now_ms() + _ms(timeout, "timeout")
+        deadline = client.clock.now_ms() + milliseconds(timeout, "timeout", allow_zero=True)
         value = client.codec.encode(param, what=f"param of promise {id!r}")
         return await self._one(PromiseCreate(id, deadline, value, all_tags), id)
 
@@ -144,7 +137,8 @@ class Schedules:
             name, version = registered.name, registered.version
             registered.check_call(args, kwargs)
         param = client.codec.encode_invocation(name, args, kwargs, version)
-        request = ScheduleCreate(id, cron, SCHEDULE_TEMPLATE, _ms(timeout, "timeout"), param,
+        timeout_ms = milliseconds(timeout, "timeout", allow_zero=True)
+        request = ScheduleCreate(id, cron, SCHEDULE_TEMPLATE, timeout_ms, param,
                                  {"resonate:target": client.target(target)})
         response = await client.send(request)
         expect_ok(response, "schedule.create", subject=repr(id))
