@@ -51,6 +51,18 @@ _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SEARCH_HINT: Final = "`python -m resonate_async search` lists the promises"
 
 
+def _out(text: str) -> None:
+    """One line (or block) of the command's result, on stdout: this module is a terminal UI."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _err(text: str) -> None:
+    """One line for the user on stderr (errors and notes; never a traceback)."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
 class UsageError(Exception):
     """The command line is wrong: exit status 2."""
 
@@ -153,7 +165,7 @@ def _execute(args: argparse.Namespace, body: Body, *, running: bool = False,
 
 
 def _fail(args: argparse.Namespace, message: str, status: int) -> int:
-    print(f"resonate_async {args.command}: {message}", file=sys.stderr)
+    _err(f"resonate_async {args.command}: {message}")
     return status
 
 
@@ -298,7 +310,7 @@ def setup_invoke(parser: argparse.ArgumentParser) -> Run:
             invoker = resonate.options(timeout=timeout, target=args.target,
                                        version=args.version)
             handle = await invoker.rpc(args.id, args.func, *fn_args, **fn_kwargs)
-            print(handle.id, flush=True)
+            _out(handle.id)
             if not args.wait:
                 return 0
             try:
@@ -310,7 +322,7 @@ def setup_invoke(parser: argparse.ArgumentParser) -> Run:
                 _, error = outcome(record)
                 raise CommandError(f"execution {args.id!r} ended {record.state}"
                                    + (f": {error}" if error else "")) from None
-            print(_dumps(value))
+            _out(_dumps(value))
             return 0
 
         return _execute(args, body, running=True)
@@ -326,7 +338,7 @@ def setup_get(parser: argparse.ArgumentParser) -> Run:
     def run(args: argparse.Namespace) -> int:
         async def body(resonate: Resonate) -> int:
             record = await resonate.promises.get(args.id)
-            print(_dumps(record_json(record)) if args.json else record_text(record))
+            _out(_dumps(record_json(record)) if args.json else record_text(record))
             return 0
 
         return _execute(args, body, check=lambda: _check_id(args.id))
@@ -367,17 +379,16 @@ def setup_search(parser: argparse.ArgumentParser) -> Run:
                 found.append(record)
             if args.json:
                 for record in found:
-                    print(_dumps(record_json(record)))
+                    _out(_dumps(record_json(record)))
             else:
                 rows = [(r.id, r.state, describe(r)) for r in found]
                 if rows:
                     w0 = max(len(r[0]) for r in rows)
                     w1 = max(len(r[1]) for r in rows)
                     for pid, state, what in rows:
-                        print(f"{pid.ljust(w0)}  {state.ljust(w1)}  {what}")
+                        _out(f"{pid.ljust(w0)}  {state.ljust(w1)}  {what}")
             if more:
-                print(f"(the first {args.limit} promises; more match: raise --limit)",
-                      file=sys.stderr)
+                _err(f"(the first {args.limit} promises; more match: raise --limit)")
             return 0
 
         return _execute(args, body)
@@ -418,7 +429,7 @@ def _setup_settle(parser: argparse.ArgumentParser, state: str) -> Run:
             if after.state != state:
                 raise CommandError(f"promise {args.id!r} was settled meanwhile: it is "
                                    f"{after.state} (nothing changed)")
-            print(f"{after.id} {after.state}")
+            _out(f"{after.id} {after.state}")
             return 0
 
         return _execute(args, body)
@@ -452,8 +463,7 @@ def setup_tree(parser: argparse.ArgumentParser) -> Run:
             async for record in resonate.promises.search(tags={TAG_ORIGIN: origin},
                                                          page_size=PAGE_SIZE):
                 records.setdefault(record.id, record)
-            print(render_tree(records.values(), top.id,
-                              ascii=args.ascii or not _unicode_ok()))
+            _out(render_tree(records.values(), top.id, ascii=args.ascii or not _unicode_ok()))
             return 0
 
         return _execute(args, body, check=lambda: _check_id(args.id))

@@ -2,7 +2,8 @@
 
 The engine owns the semantics; a ``Storage`` only keeps records and answers indexed queries.
 Every query that returns several rows returns them in one defined order, so that
-``MemoryStorage`` and ``SqliteStorage`` give byte-identical answers to the same requests.
+``MemoryStorage`` and ``SqliteStorage`` give byte-identical answers to one sequence of
+requests (the property test checks it).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ sleeps a week finish in milliseconds.
         handle = await resonate.run("reminder-1", remind, "ana")
         assert await handle == "ping ana"
         report = await check_replay(resonate, remind, "ana")
-        print(await render_execution(resonate, "reminder-1"))
+        assert "sleep" in await render_execution(resonate, "reminder-1")
 """
 
 from resonate_async.testing._clock import VirtualClock

@@ -3,14 +3,10 @@ while a load of workflows runs through them; every workflow completes, none twic
 
 from __future__ import annotations
 
-import os
-import queue
 import random
 import signal
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,40 +14,9 @@ from pathlib import Path
 import anyio
 
 from resonate_async import Resonate, ResonateError
-from tests._devserver import _PREFIX, START_TIMEOUT, DevServerProcess, _pump
+from tests._devserver import DevServerProcess
 
 TAG = {"chaos": "load"}
-
-
-class ChaosServer(DevServerProcess):
-    """The dev server with a short ``--retry-timeout`` (execute messages lost with a killed
-    server are sent again quickly)."""
-
-    def __init__(self, db: str, retry_timeout: float) -> None:
-        super().__init__(db)
-        self.retry_timeout = retry_timeout
-
-    def start(self) -> None:
-        """Start the server and wait (bounded) until it accepts connections."""
-        cmd = [sys.executable, "-m", "resonate_async", "dev", "--host", "127.0.0.1",
-               "--port", str(self.port), "--db", str(self.db),
-               "--retry-timeout", str(self.retry_timeout)]
-        if self._stderr is None:
-            self._stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed in close()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, text=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self._proc = proc
-        lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=_pump, args=(proc, lines), daemon=True).start()
-        try:
-            line = lines.get(timeout=START_TIMEOUT)
-        except queue.Empty:
-            line = None
-        if line is None or not line.startswith(_PREFIX):
-            self._terminate()
-            raise RuntimeError(f"the dev server did not start: {line!r}\n{self.stderr()}")
-        self.url = line[len(_PREFIX):].strip()
-        self.port = int(self.url.rsplit(":", 1)[1])
 
 
 @dataclass
@@ -117,7 +82,8 @@ async def run_chaos(directory: Path, *, count: int = 2000, workers: int = 3,
     began = time.monotonic()
     report = ChaosReport(count)
     log = directory / "effects.log"
-    server = ChaosServer(str(directory / "chaos.db"), retry_timeout=2.0)
+    # a short retry timeout: execute messages lost with a killed server are sent again soon
+    server = DevServerProcess(str(directory / "chaos.db"), args=["--retry-timeout", "2"])
     server.start()
     pool = Workers(server.url, log, workers)
     client = Resonate(url=server.url, group="chaos", worker=False)
