@@ -155,6 +155,8 @@ class Resonate:
         self._waiters: dict[str, Waiter] = {}
         self._drives: dict[str, Drive] = {}
         self._listening: anyio.Event | None = None
+        self._relisten_now: anyio.Event | None = None
+        self._connects = 0
         self._tg: TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
 
@@ -224,7 +226,8 @@ class Resonate:
         try:
             await stack.enter_async_context(self.transport)
             stream = self.transport.subscribe(self.group, self.pid,
-                                              accepts_work=self.accepts_work)
+                                              accepts_work=self.accepts_work,
+                                              on_connect=self._reconnected)
             tg = anyio.create_task_group()
             await tg.__aenter__()
         except BaseException:
@@ -349,13 +352,20 @@ class Resonate:
             if not self._waiters:  # idle: no periodic wake-ups (they would stall a virtual clock)
                 self._listening = anyio.Event()
                 await self._listening.wait()
-            await self.clock.sleep(self.listen_interval)
+            # every listen_interval, or at once when the stream came back after a break
+            self._relisten_now = anyio.Event()
+            await self.clock.wait(self._relisten_now, self.listen_interval)
             for pid, waiter in list(self._waiters.items()):
                 if waiter.listening and waiter.promise is None:
                     try:
                         await self._listen(pid)
                     except ResonateError as exc:
                         log.warning("listener_refresh_failed", promise_id=pid, error=str(exc))
+
+    def _reconnected(self) -> None:
+        self._connects += 1
+        if self._connects > 1 and self._relisten_now is not None:
+            self._relisten_now.set()  # unblock messages sent while we were away are lost
 
     async def send(self, request: Request) -> Response:
         """Send one protocol request through the transport (low level)."""

@@ -264,8 +264,9 @@ class _Port:
                 raise TransportError(f"simulated crash of {proc.pid} after {request.KIND}")
         return response
 
-    def subscribe(self, group: str, pid: str, *,
-                  accepts_work: bool = True) -> MemoryObjectReceiveStream[Message]:
+    def subscribe(self, group: str, pid: str, *, accepts_work: bool = True,
+                  on_connect: Callable[[], None] | None = None,
+                  ) -> MemoryObjectReceiveStream[Message]:
         send, receive = anyio.create_memory_object_stream[Message](math.inf)
         self.proc.stream = send
         return receive

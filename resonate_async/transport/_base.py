@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol
 
@@ -27,10 +28,12 @@ class Transport(Protocol):
 
     async def send(self, request: Request) -> Response: ...
 
-    def subscribe(self, group: str, pid: str, *,
-                  accepts_work: bool = True) -> MemoryObjectReceiveStream[Message]:
+    def subscribe(self, group: str, pid: str, *, accepts_work: bool = True,
+                  on_connect: Callable[[], None] | None = None,
+                  ) -> MemoryObjectReceiveStream[Message]:
         """Open this process's message stream: unicast ``poll://uni@group/pid``, and anycast
-        ``poll://any@group`` when ``accepts_work``."""
+        ``poll://any@group`` when ``accepts_work``. ``on_connect`` is called each time the
+        stream (re)connects: messages sent while it was down may be lost."""
         ...
 
     async def wait_subscribed(self, group: str, pid: str) -> None:

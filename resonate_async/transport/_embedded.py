@@ -8,6 +8,7 @@ a background task that sleeps until the next deadline.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from types import TracebackType
 
 import anyio
@@ -133,8 +134,11 @@ class EmbeddedTransport:
         self._timers.poke()
         return response
 
-    def subscribe(self, group: str, pid: str, *,
-                  accepts_work: bool = True) -> MemoryObjectReceiveStream[Message]:
+    def subscribe(self, group: str, pid: str, *, accepts_work: bool = True,
+                  on_connect: Callable[[], None] | None = None,
+                  ) -> MemoryObjectReceiveStream[Message]:
+        """In-process subscriptions are connected at once and never drop; ``on_connect`` is
+        not needed (and not called)."""
         send, receive = anyio.create_memory_object_stream[Message](math.inf)
         self._subscribers[(group, pid)] = _Subscriber(group, pid, accepts_work, send)
         if accepts_work:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Final
@@ -99,6 +99,7 @@ class _Subscription:
     pid: str
     accepts_work: bool
     stream: MemoryObjectSendStream[Message]
+    on_connect: Callable[[], None] | None = None
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     connected: anyio.Event = field(default_factory=anyio.Event)
 
@@ -308,8 +309,9 @@ class HttpTransport:
         return response
 
     # subscriptions ----------------------------------------------------------------------------
-    def subscribe(self, group: str, pid: str, *,
-                  accepts_work: bool = True) -> MemoryObjectReceiveStream[Message]:
+    def subscribe(self, group: str, pid: str, *, accepts_work: bool = True,
+                  on_connect: Callable[[], None] | None = None,
+                  ) -> MemoryObjectReceiveStream[Message]:
         """Open the SSE stream of process ``pid`` in ``group`` and return its messages.
 
         The stream connects (and reconnects) in the background; ``await
@@ -319,6 +321,7 @@ class HttpTransport:
         ignores the request sends anyway are dropped here (the task is re-dispatched when
         its retry timer fires), so callers see the same stream as with the embedded engine.
         Subscribing again with the same group and pid replaces the earlier subscription.
+        ``on_connect`` is called after each successful (re)connection.
         """
         self._open_client(f"subscribe({group!r}, {pid!r})")
         tg = self._tg
@@ -326,7 +329,7 @@ class HttpTransport:
             raise NotStartedError(f"the HttpTransport to {self.url} is not open")
         self.unsubscribe(group, pid)
         send, receive = anyio.create_memory_object_stream[Message](math.inf)
-        sub = _Subscription(group, pid, accepts_work, send)
+        sub = _Subscription(group, pid, accepts_work, send, on_connect)
         self._subscriptions[(group, pid)] = sub
         tg.start_soon(self._poll, sub)
         return receive
@@ -376,6 +379,8 @@ class HttpTransport:
                             log.info("poll_connected", url=url)
                             delay = self.backoff
                             sub.connected.set()
+                            if sub.on_connect is not None:
+                                sub.on_connect()
                             await self._read_events(sub, answer.aiter_lines())
                             log.info("poll_closed", url=url)
                 except httpx.HTTPError as exc:

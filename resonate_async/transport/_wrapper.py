@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 
 from anyio.streams.memory import MemoryObjectReceiveStream
@@ -28,9 +29,11 @@ class WrappedTransport:
     async def send(self, request: Request) -> Response:
         return await self.inner.send(request)
 
-    def subscribe(self, group: str, pid: str, *,
-                  accepts_work: bool = True) -> MemoryObjectReceiveStream[Message]:
-        return self.inner.subscribe(group, pid, accepts_work=accepts_work)
+    def subscribe(self, group: str, pid: str, *, accepts_work: bool = True,
+                  on_connect: Callable[[], None] | None = None,
+                  ) -> MemoryObjectReceiveStream[Message]:
+        return self.inner.subscribe(group, pid, accepts_work=accepts_work,
+                                    on_connect=on_connect)
 
     def unsubscribe(self, group: str, pid: str) -> None:
         self.inner.unsubscribe(group, pid)

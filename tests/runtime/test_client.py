@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import anyio
 import pytest
@@ -15,6 +16,7 @@ from resonate_async import (
     Resonate,
     TimedOutError,
 )
+from resonate_async.transport import EmbeddedTransport, WrappedTransport
 from tests.runtime.conftest import Connect
 from tests.runtime.spy import FailingTransport
 
@@ -327,3 +329,51 @@ async def test_a_platform_failure_releases_the_task_and_the_replay_finishes_it(
     assert ("task.release", 200) in log
     assert log.count(("task.fulfill", 200)) == 1
     assert runs == [1, 2, 2]  # step 1 had settled; step 2 never had, so it ran again
+
+
+class _LossyTransport(WrappedTransport):
+    """An embedded engine whose unicast messages (unblocks) never arrive, as during a break of
+    a server's event stream, and whose stream "reconnects" when the test says so."""
+
+    delivers_all = False
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.on_connect: Callable[[], None] | None = None
+
+    def subscribe(self, group: str, pid: str, *, accepts_work: bool = True,
+                  on_connect: Callable[[], None] | None = None) -> Any:
+        self.on_connect = on_connect
+        if on_connect is not None:
+            on_connect()  # the first connection
+        return self.inner.subscribe(group, f"{pid}-elsewhere", accepts_work=accepts_work)
+
+    def reconnect(self) -> None:
+        assert self.on_connect is not None
+        self.on_connect()
+
+
+async def test_listeners_are_registered_again_as_soon_as_the_stream_reconnects() -> None:
+    shared = EmbeddedTransport()
+    lossy = _LossyTransport(shared)
+    waiting = Resonate(transport=lossy, worker=False, listen_interval=3600)
+    other = Resonate(transport=shared, worker=False)
+    async with waiting, other:
+        await other.promises.create("approval-7", timeout=60)
+        handle = await waiting.get("approval-7")
+        result: list[object] = []
+
+        async def wait() -> None:
+            result.append(await handle)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await anyio.sleep(0.05)
+            await other.promises.resolve("approval-7", "yes")  # its unblock is lost
+            await anyio.sleep(0.2)
+            assert result == []  # nothing arrived; the periodic refresh is an hour away
+            lossy.reconnect()
+            with anyio.fail_after(5):
+                while not result:
+                    await anyio.sleep(0.01)
+    assert result == ["yes"]
