@@ -24,15 +24,13 @@ from resonate_async.testing._inspect import (
     render_execution,
 )
 from resonate_async.testing._replay import ReplayCheckError, ReplayReport, check_replay
-from resonate_async.testing._simulation import (
+from resonate_async.testing._simulation import busy, side_effect, simulate
+from resonate_async.testing._simulation_model import (
     SKIP_TAG,
     Faults,
     SimulationError,
     SimulationReport,
     Workflow,
-    busy,
-    side_effect,
-    simulate,
 )
 
 __all__ = [

@@ -28,125 +28,44 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import math
 import random
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal
 
 import anyio
 import structlog
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from resonate_async._client import Resonate
 from resonate_async._context import Context
-from resonate_async._errors import ResonateError, TransportError
+from resonate_async._errors import ResonateError
 from resonate_async.engine import Engine
 from resonate_async.protocol import (
     TAG_EXTERNAL,
     TAG_TARGET,
     FenceSettle,
-    Message,
     Promise,
     PromiseSettle,
     Request,
     Response,
     TaskFence,
     TaskFulfill,
-    TaskHeartbeat,
     TaskState,
     TaskSuspend,
 )
 from resonate_async.testing._clock import VirtualClock, settle
-from resonate_async.transport import EmbeddedTransport
+from resonate_async.testing._simulation_model import (
+    SKIP_TAG,
+    Faults,
+    SimulationError,
+    SimulationReport,
+    Workflow,
+)
+from resonate_async.testing._simulation_network import InFlight, Network, Port, Process
 
 log = structlog.get_logger(__name__)
-
-SKIP_TAG = "resonate_async:simulation"
-"""Tag a ``ctx.promise()`` with ``{SKIP_TAG: "ignore"}`` and the simulator leaves it
-unresolved (to exercise timeouts); every other external promise is resolved at a seeded time
-with ``f"approved {promise_id}"``."""
-
-FaultKind = Literal[
-    "drop", "duplicate", "delay", "fail_before", "fail_after", "heartbeat_lost",
-    "crash", "crash_before_send", "crash_after_send", "stop", "stall", "engine_restart",
-]
-
-
-@dataclass(frozen=True)
-class Faults:
-    """Fault rates. Message and request rates are per message/request; process and engine
-    rates are per simulator step. ``Faults.none()`` gives a fault-free run."""
-
-    drop: float = 0.05
-    duplicate: float = 0.05
-    delay: float = 0.1
-    fail_before: float = 0.02
-    fail_after: float = 0.02
-    heartbeat_lost: float = 0.3
-    crash_on_send: float = 0.01
-    crash: float = 0.01
-    stop: float = 0.005
-    stall: float = 0.01
-    engine_restart: float = 0.004
-
-    @classmethod
-    def none(cls) -> Faults:
-        return cls(**{name: 0.0 for name in cls.__dataclass_fields__})
-
-
-@dataclass(frozen=True)
-class Workflow:
-    """A root execution to run: ``fn(*args)`` as ``id``, started with ``run`` on a worker or
-    with ``rpc`` (any worker claims it)."""
-
-    id: str
-    fn: Callable[..., Any] | str
-    args: tuple[Any, ...] = ()
-    via: Literal["run", "rpc"] = "run"
-
-
-@dataclass
-class SimulationReport:
-    """What one seed did and found."""
-
-    seed: int
-    outcomes: dict[str, str]
-    faults: Counter[str] = field(default_factory=Counter)
-    violations: list[str] = field(default_factory=list)
-    steps: int = 0
-    simulated_seconds: float = 0.0
-    executions: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return not self.violations
-
-    def check(self) -> None:
-        """Raise ``SimulationError`` if any invariant was violated."""
-        if self.violations:
-            raise SimulationError(self)
-
-
-class SimulationError(AssertionError):
-    """An invariant of durable execution broke under simulation; names the seed to re-run."""
-
-    def __init__(self, report: SimulationReport) -> None:
-        self.report = report
-        lines = "\n  ".join(report.violations[:20])
-        more = len(report.violations) - 20
-        super().__init__(
-            f"seed {report.seed}: {len(report.violations)} invariant violation(s) after "
-            f"{report.steps} steps ({dict(report.faults)}):\n  {lines}"
-            + (f"\n  ... and {more} more" if more > 0 else "")
-            + f"\nre-run this seed alone: simulate(app, workflows, seed={report.seed}) "
-            f"(nox -s simulate -- --seed {report.seed})")
-
 
 # side effects ---------------------------------------------------------------------------------
 _CURRENT: contextvars.ContextVar[_Simulator | None] = contextvars.ContextVar(
@@ -172,124 +91,6 @@ async def busy(seconds: float) -> None:
         await anyio.sleep(seconds)
 
 
-# the network ----------------------------------------------------------------------------------
-class _Network(EmbeddedTransport):
-    """The embedded engine, whose push messages go to the simulator instead of subscribers,
-    and whose timers the simulator fires."""
-
-    def __init__(self, engine: Engine, clock: VirtualClock, sim: _Simulator) -> None:
-        super().__init__(engine, clock=clock, close_engine=False, recover=False)
-        self.sim = sim
-
-    def _deliver(self, messages: list[tuple[str, Message]]) -> None:
-        for address, message in messages:
-            self.sim.inflight.append(_InFlight(address, message, 0))
-
-    async def background(self) -> None:
-        await anyio.sleep_forever()
-
-    def tick(self) -> None:
-        now = self.clock.now_ms()
-        due = self.engine.next_due()
-        while due is not None and due <= now:
-            self.engine.tick(now)
-            self._deliver(self.engine.drain_messages())
-            nxt = self.engine.next_due()
-            if nxt == due:
-                break
-            due = nxt
-
-
-@dataclass
-class _InFlight:
-    address: str
-    message: Message
-    not_before: int
-
-
-class _Process:
-    """One simulated worker process: an incarnation of worker slot ``slot``."""
-
-    def __init__(self, slot: int, incarnation: int) -> None:
-        self.slot = slot
-        self.pid = f"w{slot}-{incarnation}"
-        self.alive = False
-        self.scope: anyio.CancelScope | None = None
-        self.app: Resonate | None = None
-        self.port: _Port | None = None
-        self.stream: MemoryObjectSendStream[Message] | None = None
-
-
-class _Port:
-    """What one worker process sees as its transport: every request crosses the faults."""
-
-    delivers_all = False  # the simulator drops messages
-
-    def __init__(self, sim: _Simulator, proc: _Process) -> None:
-        self.sim = sim
-        self.proc = proc
-        self.dead = False
-        self.killed = anyio.Event()
-        self.stalled_until = 0
-
-    def kill(self) -> None:
-        self.dead = True
-        self.killed.set()
-
-    async def send(self, request: Request) -> Response:
-        sim, proc = self.sim, self.proc
-        clock = sim.clock
-        while not self.dead and self.stalled_until > clock.now_ms():
-            await clock.wait(self.killed, (self.stalled_until - clock.now_ms()) / 1000)
-        if self.dead:
-            raise TransportError(f"simulated crash: process {proc.pid} is gone")
-        faulty = sim.faulty()
-        if faulty:
-            if isinstance(request, TaskHeartbeat) and sim.roll("heartbeat_lost"):
-                raise TransportError("simulated: heartbeat lost")
-            if sim.roll("crash_on_send", "crash_before_send"):
-                sim.crash(proc)
-                raise TransportError(f"simulated crash of {proc.pid} before {request.KIND}")
-            if sim.roll("fail_before"):
-                raise TransportError(f"simulated: {request.KIND} never reached the engine")
-        if sim.engine_down:
-            raise TransportError("simulated: the engine is restarting")
-        response = await sim.network.send(request)
-        sim.observe(proc, request, response)
-        if faulty:
-            if sim.roll("fail_after"):
-                raise TransportError(f"simulated: the answer to {request.KIND} was lost")
-            if sim.roll("crash_on_send", "crash_after_send"):
-                sim.crash(proc)
-                raise TransportError(f"simulated crash of {proc.pid} after {request.KIND}")
-        return response
-
-    def subscribe(self, group: str, pid: str, *, accepts_work: bool = True,
-                  on_connect: Callable[[], None] | None = None,
-                  ) -> MemoryObjectReceiveStream[Message]:
-        send, receive = anyio.create_memory_object_stream[Message](math.inf)
-        self.proc.stream = send
-        return receive
-
-    async def wait_subscribed(self, group: str, pid: str) -> None:
-        await anyio.lowlevel.checkpoint()
-
-    def unsubscribe(self, group: str, pid: str) -> None:
-        stream, self.proc.stream = self.proc.stream, None
-        if stream is not None:
-            stream.close()
-
-    async def background(self) -> None:
-        await anyio.sleep_forever()
-
-    async def __aenter__(self) -> _Port:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        return None
-
-
 # the simulator --------------------------------------------------------------------------------
 _STEP_KINDS = ("crash", "stop", "stall", "engine_restart")
 
@@ -310,10 +111,10 @@ class _Simulator:
         self.start = self.clock.now_ms()
         self.fault_end = self.start + int(fault_window * 1000)
         self.deadline = self.fault_end + int(deadline * 1000)
-        self.network = _Network(Engine.sqlite(str(path), retry_timeout=self.retry_ms),
+        self.network = Network(Engine.sqlite(str(path), retry_timeout=self.retry_ms),
                                 self.clock, self)
-        self.inflight: list[_InFlight] = []
-        self.slots: list[_Process] = [_Process(i, 0) for i in range(workers)]
+        self.inflight: list[InFlight] = []
+        self.slots: list[Process] = [Process(i, 0) for i in range(workers)]
         self.incarnations = [0] * workers
         self.restart_at: dict[int, int] = {}
         self.engine_down = False
@@ -355,7 +156,7 @@ class _Simulator:
                 f"step {step_id} executed again after it was settled (execution #"
                 f"{len(self.executions[step_id])})")
 
-    def observe(self, proc: _Process, request: Request, response: Response) -> None:
+    def observe(self, proc: Process, request: Request, response: Response) -> None:
         self.seq += 1
         if isinstance(request, TaskFence | TaskFulfill | TaskSuspend):
             if response.status not in (200, 300):
@@ -393,12 +194,12 @@ class _Simulator:
                 self.seen[pid] = (p.state, p.value.data, p.settled_at)
 
     # processes -------------------------------------------------------------------------------
-    def alive(self) -> list[_Process]:
+    def alive(self) -> list[Process]:
         return [p for p in self.slots if p.alive]
 
-    async def run_process(self, proc: _Process,
+    async def run_process(self, proc: Process,
                           *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        port = _Port(self, proc)
+        port = Port(self, proc)
         app = self.app._derive(transport=port, clock=self.clock, pid=proc.pid)
         app.ttl_ms = app.worker.ttl_ms = int(self.ttl * 1000)
         proc.port, proc.app = port, app
@@ -412,7 +213,7 @@ class _Simulator:
             finally:
                 proc.alive = False
 
-    def crash(self, proc: _Process) -> None:
+    def crash(self, proc: Process) -> None:
         """Kill ``proc`` at once: nothing it holds is released (its port is dead)."""
         if proc.port is not None:
             proc.port.kill()
@@ -422,7 +223,7 @@ class _Simulator:
         self.restart_at[proc.slot] = self.clock.now_ms() + self.rng.randint(
             100, int(self.ttl * 3000))
 
-    def stop(self, proc: _Process) -> None:
+    def stop(self, proc: Process) -> None:
         """Stop ``proc`` gracefully: it releases what it holds."""
         proc.alive = False
         if proc.scope is not None:
@@ -434,7 +235,7 @@ class _Simulator:
         assert self.tg is not None
         self.restart_at.pop(slot, None)
         self.incarnations[slot] += 1
-        proc = _Process(slot, self.incarnations[slot])
+        proc = Process(slot, self.incarnations[slot])
         self.slots[slot] = proc
         await self.tg.start(self.run_process, proc)
 
@@ -485,7 +286,7 @@ class _Simulator:
                 self.network._deliver(engine.drain_messages())
 
     # delivery ---------------------------------------------------------------------------------
-    def route(self, address: str) -> _Process | None:
+    def route(self, address: str) -> Process | None:
         mode, _, rest = address.removeprefix("poll://").partition("@")
         _, _, pid = rest.partition("/")
         alive = self.alive()
@@ -509,7 +310,7 @@ class _Simulator:
         if faulty and self.roll("drop"):
             return True
         if faulty and self.roll("duplicate"):
-            self.inflight.append(_InFlight(item.address, item.message, now + 1))
+            self.inflight.append(InFlight(item.address, item.message, now + 1))
         proc = self.route(item.address)
         if proc is not None and proc.stream is not None:
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):

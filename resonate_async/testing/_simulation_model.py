@@ -1,0 +1,88 @@
+"""What a simulation is told and what it reports: fault rates, workflows, reports, errors."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+SKIP_TAG = "resonate_async:simulation"
+"""Tag a ``ctx.promise()`` with ``{SKIP_TAG: "ignore"}`` and the simulator leaves it
+unresolved (to exercise timeouts); every other external promise is resolved at a seeded time
+with ``f"approved {promise_id}"``."""
+
+FaultKind = Literal[
+    "drop", "duplicate", "delay", "fail_before", "fail_after", "heartbeat_lost",
+    "crash", "crash_before_send", "crash_after_send", "stop", "stall", "engine_restart",
+]
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Fault rates. Message and request rates are per message/request; process and engine
+    rates are per simulator step. ``Faults.none()`` gives a fault-free run."""
+
+    drop: float = 0.05
+    duplicate: float = 0.05
+    delay: float = 0.1
+    fail_before: float = 0.02
+    fail_after: float = 0.02
+    heartbeat_lost: float = 0.3
+    crash_on_send: float = 0.01
+    crash: float = 0.01
+    stop: float = 0.005
+    stall: float = 0.01
+    engine_restart: float = 0.004
+
+    @classmethod
+    def none(cls) -> Faults:
+        return cls(**{name: 0.0 for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """A root execution to run: ``fn(*args)`` as ``id``, started with ``run`` on a worker or
+    with ``rpc`` (any worker claims it)."""
+
+    id: str
+    fn: Callable[..., Any] | str
+    args: tuple[Any, ...] = ()
+    via: Literal["run", "rpc"] = "run"
+
+
+@dataclass
+class SimulationReport:
+    """What one seed did and found."""
+
+    seed: int
+    outcomes: dict[str, str]
+    faults: Counter[str] = field(default_factory=Counter)
+    violations: list[str] = field(default_factory=list)
+    steps: int = 0
+    simulated_seconds: float = 0.0
+    executions: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def check(self) -> None:
+        """Raise ``SimulationError`` if any invariant was violated."""
+        if self.violations:
+            raise SimulationError(self)
+
+
+class SimulationError(AssertionError):
+    """An invariant of durable execution broke under simulation; names the seed to re-run."""
+
+    def __init__(self, report: SimulationReport) -> None:
+        self.report = report
+        lines = "\n  ".join(report.violations[:20])
+        more = len(report.violations) - 20
+        super().__init__(
+            f"seed {report.seed}: {len(report.violations)} invariant violation(s) after "
+            f"{report.steps} steps ({dict(report.faults)}):\n  {lines}"
+            + (f"\n  ... and {more} more" if more > 0 else "")
+            + f"\nre-run this seed alone: simulate(app, workflows, seed={report.seed}) "
+            f"(nox -s simulate -- --seed {report.seed})")
