@@ -6,7 +6,8 @@ through its storage and reads no clock; ``now`` is always passed in, in Unix mil
 """
 
 from resonate_async._errors import SchemaVersionError, StorageLockedError
-from resonate_async.engine._engine import DEFAULT_RETRY_TIMEOUT, Engine
+from resonate_async.engine._core import DEFAULT_RETRY_TIMEOUT
+from resonate_async.engine._engine import Engine
 from resonate_async.engine._memory import MemoryStorage
 from resonate_async.engine._storage import Storage, TaskRow
 
