@@ -97,6 +97,9 @@ class SqliteStorage:
         self._depth = 0
         self._written: int | None = None
         self._settled: dict[str, Promise] = {}
+        # Promises read or written by the open transaction (None: known not to exist): one
+        # request reads the same ids several times (try-timeout, then the operation itself).
+        self._seen: dict[str, Promise | None] = {}
         self._lock_fd: int | None = None
         if exclusive and path != ":memory:":
             self._lock_fd = _lock(path)
@@ -145,10 +148,12 @@ class SqliteStorage:
             yield
         except BaseException:
             self._depth = 0
+            self._seen.clear()
             self._db.execute("ROLLBACK")
             self._settled.clear()  # it may hold records of the writes just undone
             raise
         self._depth = 0
+        self._seen.clear()
         self._db.execute("COMMIT")
 
     def close(self) -> None:
@@ -172,8 +177,14 @@ class SqliteStorage:
         found = self._settled.get(promise_id)
         if found is not None:
             return found
+        seen = self._seen
+        if self._depth and promise_id in seen:
+            return seen[promise_id]
         blob = self._one("SELECT record FROM promises WHERE id = ?", (promise_id,))
-        return None if blob is None else self._decoded(_promise(blob))
+        p = None if blob is None else self._decoded(_promise(blob))
+        if self._depth:
+            seen[promise_id] = p
+        return p
 
     def _decoded(self, p: Promise) -> Promise:
         if p.state != "pending":
@@ -184,6 +195,8 @@ class SqliteStorage:
         return p
 
     def insert_promise(self, promise: Promise, *, armed: bool) -> None:
+        if self._depth:
+            self._seen[promise.id] = promise
         armed_at = promise.timeout_at if armed and promise.state == "pending" else None
         if armed_at is not None:
             self._wrote(armed_at)
@@ -193,6 +206,8 @@ class SqliteStorage:
         )
 
     def update_promise(self, promise: Promise) -> None:
+        if self._depth:
+            self._seen[promise.id] = promise
         if promise.state == "pending":
             self._db.execute("UPDATE promises SET record = ? WHERE id = ?",
                              (_encode(promise), promise.id))
