@@ -106,53 +106,33 @@ def _dev(parser: argparse.ArgumentParser) -> Run:
     return run
 
 
-@command("invoke", "start an execution on the workers of a group (--wait: print its result)")
-def _invoke(parser: argparse.ArgumentParser) -> Run:
-    from resonate_async._cli import setup_invoke
-
-    return setup_invoke(parser)
-
-
-@command("get", "show a promise: state, value or error, tags, timeouts")
-def _get(parser: argparse.ArgumentParser) -> Run:
-    from resonate_async._cli import setup_get
-
-    return setup_get(parser)
-
-
-@command("search", "list promises, one per line, by state and tags")
-def _search(parser: argparse.ArgumentParser) -> Run:
-    from resonate_async._cli import setup_search
-
-    return setup_search(parser)
+# The client commands live in resonate_async._cli, imported only when one of them runs (so
+# `dev` starts without loading them): name, help, and the _cli function that sets it up.
+_CLIENT_COMMANDS = (
+    ("invoke", "start an execution on the workers of a group (--wait: print its result)",
+     "setup_invoke"),
+    ("get", "show a promise: state, value or error, tags, timeouts", "setup_get"),
+    ("search", "list promises, one per line, by state and tags", "setup_search"),
+    ("resolve", "resolve a pending promise with a JSON value", "setup_resolve"),
+    ("reject", "reject a pending promise with an error message", "setup_reject"),
+    ("cancel", "cancel a pending promise", "setup_cancel"),
+    ("tree", "show the call tree of an execution", "setup_tree"),
+)
 
 
-@command("resolve", "resolve a pending promise with a JSON value")
-def _resolve(parser: argparse.ArgumentParser) -> Run:
-    from resonate_async._cli import setup_resolve
+def _client_command(setup_name: str) -> Setup:
+    def setup(parser: argparse.ArgumentParser) -> Run:
+        from resonate_async import _cli
 
-    return setup_resolve(parser)
+        run: Run = getattr(_cli, setup_name)(parser)
+        return run
 
-
-@command("reject", "reject a pending promise with an error message")
-def _reject(parser: argparse.ArgumentParser) -> Run:
-    from resonate_async._cli import setup_reject
-
-    return setup_reject(parser)
+    return setup
 
 
-@command("cancel", "cancel a pending promise")
-def _cancel(parser: argparse.ArgumentParser) -> Run:
-    from resonate_async._cli import setup_cancel
+for _name, _help, _setup_name in _CLIENT_COMMANDS:
+    command(_name, _help)(_client_command(_setup_name))
 
-    return setup_cancel(parser)
-
-
-@command("tree", "show the call tree of an execution")
-def _tree(parser: argparse.ArgumentParser) -> Run:
-    from resonate_async._cli import setup_tree
-
-    return setup_tree(parser)
 
 def _has_uvloop() -> bool:
     """uvloop (part of the ``server`` extra) makes the development server faster when present."""
