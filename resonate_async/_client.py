@@ -17,10 +17,10 @@ import structlog
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from resonate_async._checks import milliseconds
 from resonate_async._clock import Clock, SystemClock
 from resonate_async._codec import Codec, Encryptor
 from resonate_async._context import Context, Handle
-from resonate_async._durations import milliseconds
 from resonate_async._errors import (
     ContextError,
     NotFoundError,

@@ -26,6 +26,7 @@ from typing import (
 
 import anyio
 
+from resonate_async._checks import tags_problem
 from resonate_async._clock import Clock
 from resonate_async._errors import ContextError
 from resonate_async._retry import RetryPolicy
@@ -106,6 +107,9 @@ class Call(Generic[T]):
                     f"placed under the caller's id ({self.ctx.id})"
                 )
             self.id = child_id(self.ctx.id, id)
+        problem = tags_problem(tags, reserved_ok=False)
+        if problem:
+            raise ContextError(f"{problem} (options of the call {self.id})")
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
         self.opts = Options(
             id=id if id is not None else self.opts.id,

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from resonate_async._checks import milliseconds, tags_problem
 from resonate_async._context import Handle
-from resonate_async._durations import milliseconds
 from resonate_async._errors import NotStartedError, RegistrationError, ResonateError
 from resonate_async._handles import Drive, RootState
 from resonate_async._status import expect_ok
@@ -43,13 +43,10 @@ class Invoker:
                            else milliseconds(timeout, "timeout"))
         self.target = target
         self.version = version
+        problem = tags_problem(tags, reserved_ok=False)
+        if problem:
+            raise ValueError(problem)
         self.tags = dict(tags or {})
-        for key, value in self.tags.items():
-            if not isinstance(key, str) or not isinstance(value, str):
-                raise ValueError(f"tags must map str to str, got {key!r}: {value!r}")
-            if key.startswith("resonate:"):
-                raise ValueError(f"tag {key!r}: the 'resonate:' prefix is reserved for the "
-                                 "protocol; choose another key")
 
     def _function(self, fn: Any, *, local: bool) -> tuple[str, int, Any]:
         registry = self.client.registry

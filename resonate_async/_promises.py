@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 
-from resonate_async._durations import milliseconds
+from resonate_async._checks import milliseconds, tags_problem
 from resonate_async._errors import ApplicationError, RegistrationError
 from resonate_async._records import PromiseRecord, ScheduleRecord
 from resonate_async._status import expect_ok
@@ -32,11 +32,10 @@ SCHEDULE_TEMPLATE: Final = "{{.id}}-{{.timestamp}}"
 
 
 def _check_tags(tags: dict[str, str] | None) -> dict[str, str]:
-    out = dict(tags or {})
-    for key, value in out.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise TypeError(f"tags map str to str; got {key!r}: {value!r}")
-    return out
+    problem = tags_problem(tags, reserved_ok=True)  # searching by resonate:* tags is fine
+    if problem:
+        raise TypeError(problem)
+    return dict(tags or {})
 
 
 class Promises:

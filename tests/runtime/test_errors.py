@@ -319,3 +319,26 @@ def test_a_name_that_is_not_a_string_is_refused(resonate: Resonate) -> None:
 
     with pytest.raises(RegistrationError, match="name must be a str"):
         resonate.register(name=5)(job)  # type: ignore[arg-type]
+
+
+async def test_call_tags_that_break_the_rules_are_refused_at_the_call(
+        resonate: Resonate, uid: Callable[[str], str]) -> None:
+    @resonate.register
+    def step() -> int:
+        return 1
+
+    @resonate.register
+    async def flow(ctx: Context) -> list[str]:
+        messages = []
+        for tags in ({"resonate:target": "x"}, {"team": 7}):
+            try:
+                ctx.run(step).options(tags=tags)  # type: ignore[dict-item]
+            except ContextError as exc:
+                messages.append(str(exc))
+        return messages
+
+    async with resonate:
+        with anyio.fail_after(10):
+            messages = await (await resonate.run(uid("tags"), flow))
+    assert "'resonate:' prefix is reserved" in messages[0]
+    assert "tags must map str to str, got 'team': 7" in messages[1]

@@ -1,9 +1,11 @@
-"""Durations given by users (seconds as numbers, or ``timedelta``), checked in one place."""
+"""Values users give the API, checked in one place: durations and tags."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 
 def milliseconds(value: float | timedelta, what: str, *, allow_zero: bool = False) -> int:
@@ -16,3 +18,15 @@ def milliseconds(value: float | timedelta, what: str, *, allow_zero: bool = Fals
         raise ValueError(f"{what} must be {kind}, finite number of seconds or a timedelta, "
                          f"got {value!r}")
     return int(seconds * 1000)
+
+
+def tags_problem(tags: Mapping[Any, Any] | None, *, reserved_ok: bool) -> str | None:
+    """What is wrong with user ``tags`` (``None`` when nothing): they map str to str, and keys
+    starting with ``resonate:`` belong to the protocol unless ``reserved_ok`` (search filters)."""
+    for key, value in (tags or {}).items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            return f"tags must map str to str, got {key!r}: {value!r}"
+        if not reserved_ok and key.startswith("resonate:"):
+            return (f"tag {key!r}: the 'resonate:' prefix is reserved for the protocol; "
+                    "choose another key")
+    return None
