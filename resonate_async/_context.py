@@ -26,7 +26,7 @@ from typing import (
 
 import anyio
 
-from resonate_async._checks import tags_problem
+from resonate_async._checks import milliseconds, tags_problem
 from resonate_async._clock import Clock
 from resonate_async._errors import ContextError
 from resonate_async._retry import RetryPolicy
@@ -111,6 +111,11 @@ class Call(Generic[T]):
         if problem:
             raise ContextError(f"{problem} (options of the call {self.id})")
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        if timeout is not None:
+            try:
+                milliseconds(timeout, "timeout")
+            except ValueError as exc:
+                raise ContextError(f"{exc} (options of the call {self.id})") from None
         self.opts = Options(
             id=id if id is not None else self.opts.id,
             timeout=seconds if seconds is not None else self.opts.timeout,

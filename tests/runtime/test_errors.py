@@ -335,6 +335,10 @@ async def test_call_tags_that_break_the_rules_are_refused_at_the_call(
                 ctx.run(step).options(tags=tags)  # type: ignore[dict-item]
             except ContextError as exc:
                 messages.append(str(exc))
+        try:
+            ctx.run(step).options(timeout=-5)
+        except ContextError as exc:
+            messages.append(str(exc))
         return messages
 
     async with resonate:
@@ -342,3 +346,4 @@ async def test_call_tags_that_break_the_rules_are_refused_at_the_call(
             messages = await (await resonate.run(uid("tags"), flow))
     assert "'resonate:' prefix is reserved" in messages[0]
     assert "tags must map str to str, got 'team': 7" in messages[1]
+    assert "timeout must be a positive, finite number of seconds" in messages[2]
