@@ -1,5 +1,6 @@
-"""Developer sessions: `nox -t tests` (or `-s tests-3.11`), `nox -s lint`, `nox -s typecheck`, `nox -s bench`,
-`nox -s interop` (not run by default: it installs the official SDK from PyPI)."""
+"""Developer sessions: `nox -t tests` (or `-s tests-3.11`), `nox -s lint`, `nox -s typecheck`,
+`nox -s bench`; not run by default: `nox -s tests-lowest` (the lowest versions the ranges
+allow) and `nox -s interop` (it installs the official SDK from PyPI)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,22 @@ def _tests(session: nox.Session) -> None:
 for _version in PYTHONS:
     nox.session(name=f"tests-{_version}", tags=["tests"],
                 python=next(iter(_interpreters(_version)), _version))(_tests)
+
+
+@nox.session(name="tests-lowest", python=next(iter(_interpreters("3.11")), "3.11"),
+             venv_backend="uv", default=False)
+def tests_lowest(session: nox.Session) -> None:
+    """The whole suite on the lowest versions that pyproject.toml's ranges allow.
+
+    ``uv --resolution lowest-direct``: each of our own requirements at its lower bound (their
+    dependencies as new as those allow), so a bound that is too low fails here. The
+    environment is made anew each run, so a version left from an earlier run cannot hide one.
+    """
+    session.run_install("uv", "venv", "--clear", "--python", session.virtualenv.interpreter
+                        or "3.11", session.virtualenv.location, silent=True)
+    session.install("--resolution", "lowest-direct", "-e", ".[test]")
+    session.run("uv", "pip", "list", "--python", str(Path(session.bin) / "python"))
+    session.run("python", "-m", "pytest", *session.posargs)
 
 
 @nox.session(python="3.11")
@@ -104,15 +121,26 @@ def _peer_env(session: nox.Session, where: Path, package: str,
 
 @nox.session(python=next(iter(_interpreters("3.12")), "3.12"), default=False)
 def interop(session: nox.Session) -> None:
-    """The official Python SDK (resonate-sdk from PyPI, Python 3.12) runs its workflows on our
-    dev server: interop/official_sdk_workflow.py against ``python -m resonate_async dev``."""
+    """Interop both ways (resonate-sdk from PyPI, Python 3.12), each check naming its server:
+
+    1. the official Python SDK runs its workflows on our dev server
+       (interop/official_sdk_workflow.py against ``python -m resonate_async dev``);
+    2. our SDK runs one scenario against our dev server and against the official SDK's
+       in-process server behind our HTTP adapter (interop/scenario.py, which starts and stops
+       every process it needs; interop/official_server_adapter.py).
+
+    Both directions run even if the first fails; the session fails if any check failed."""
     import socket
     import time
 
+    from nox.command import CommandFailed
+
     session.install("resonate-sdk", "-e", ".[server]")
+    failed = []
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    began = time.monotonic()
     server = subprocess.Popen(
         [str(Path(session.bin) / "python"), "-m", "resonate_async", "dev",
          "--host", "127.0.0.1", "--port", str(port)],
@@ -123,9 +151,11 @@ def interop(session: nox.Session) -> None:
         if "listening on " not in line:
             session.error(f"the dev server did not start: {line!r}")
         url = line.rsplit(" ", 1)[1].strip()
-        began = time.monotonic()
-        session.run("python", "interop/official_sdk_workflow.py", url)
-        session.log(f"interop passed in {time.monotonic() - began:.1f}s against {url}")
+        session.log(f"direction 1: the official SDK against our dev server at {url}")
+        try:
+            session.run("python", "interop/official_sdk_workflow.py", url)
+        except CommandFailed:
+            failed.append("the official SDK on our dev server")
     finally:
         server.terminate()
         try:
@@ -133,6 +163,14 @@ def interop(session: nox.Session) -> None:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+    session.log("direction 2: our SDK against our dev server and the official SDK's server")
+    try:
+        session.run("python", "interop/scenario.py", "--server", "dev", "--server", "official")
+    except CommandFailed:
+        failed.append("our SDK's scenario")
+    if failed:
+        session.error(f"interop failed: {', '.join(failed)} (see the FAIL lines above)")
+    session.log(f"interop passed both ways in {time.monotonic() - began:.1f}s")
 
 
 @nox.session(python="3.11", default=False)

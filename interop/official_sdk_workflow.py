@@ -14,7 +14,8 @@ official SDK, Python >= 3.12; ``nox -s interop`` builds one and starts the serve
    worker (interop/resonate_async_worker.py, started here in a subprocess): both SDKs share
    the id scheme, the tags and the encoding of arguments and results.
 
-Prints one line per scenario with its duration, and exits 0, or 1 naming what went wrong.
+Prints one ``PASS``/``FAIL`` line per scenario, naming the server (``official SDK on dev``)
+and the duration, and exits 0, or 1 naming what went wrong.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ TTL = timedelta(seconds=2)  # heartbeats every second
 STEP_SECONDS = 2.5  # longer than the ttl: only heartbeats keep the lease
 DEADLINE = 60.0
 OURS = "resonate-async"  # the group of the resonate_async worker
+LABEL = "[official SDK on dev]"  # which SDK ran against which server
 
 
 class Failed(Exception):
@@ -166,16 +168,17 @@ async def main(url: str) -> int:
                 what = await scenario()
             except Exception as exc:
                 failed += 1
-                print(f"FAIL {name}: {type(exc).__name__}: {exc}", flush=True)
+                print(f"FAIL {LABEL} {name}: {type(exc).__name__}: {exc}", flush=True)
                 continue
             elapsed = time.monotonic() - began
             if name == "workflow" and elapsed < SLEEP.total_seconds():
                 failed += 1
-                print(f"FAIL {name}: the sleep of {SLEEP} did not wait ({elapsed:.2f}s)")
+                print(f"FAIL {LABEL} {name}: the sleep of {SLEEP} did not wait ({elapsed:.2f}s)")
                 continue
-            print(f"ok   {name}: {what} ({elapsed:.2f}s)", flush=True)
+            print(f"PASS {LABEL} {name}: {what} ({elapsed:.2f}s)", flush=True)
     finally:
         await resonate.stop()
+    print(f"     {LABEL} {len(scenarios) - failed} of {len(scenarios)} checks passed", flush=True)
     return 1 if failed else 0
 
 

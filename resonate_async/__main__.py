@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -64,12 +65,25 @@ def _dev(parser: argparse.ArgumentParser) -> Run:
                              "this long (default: 30, like the Resonate server)")
     parser.add_argument("--log-level", default="warning",
                         choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--token", default=os.environ.get("RESONATE_TOKEN") or None,
+                        help="require this secret on every request and event stream (401 "
+                             "otherwise); give it to workers and clients as RESONATE_TOKEN "
+                             "(default: $RESONATE_TOKEN; none: no authentication)")
+    parser.add_argument("--no-extensions", dest="extensions", action="store_false",
+                        help="behave as the Resonate server where the dev server otherwise "
+                             "helps clients: full preload in every task.fence answer, no "
+                             "split of heartbeats across origins (for testing clients)")
 
     def run(args: argparse.Namespace) -> int:
         import anyio
         import structlog
 
+        from resonate_async._token import token_problem
         from resonate_async.server import DevServer, ServerError
+
+        problem = token_problem(args.token) if args.token is not None else None
+        if problem is not None:
+            parser.error(f"--token (or RESONATE_TOKEN): {problem}")
 
         level = getattr(logging, args.log_level.upper())
         structlog.configure(
@@ -77,9 +91,17 @@ def _dev(parser: argparse.ArgumentParser) -> Run:
             logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         )
         server = DevServer(host=args.host, port=args.port, db=args.db, log_level=args.log_level,
-                           retry_timeout=args.retry_timeout)
+                           retry_timeout=args.retry_timeout, token=args.token,
+                           extensions=args.extensions)
 
         def listening(url: str) -> None:
+            # The server logs dev_server_unprotected as a warning; say it even when the log
+            # level hides warnings.
+            if server.unprotected and level > logging.WARNING:
+                from resonate_async.server._serve import UNPROTECTED
+
+                print(f"resonate_async dev: warning: {url}: {UNPROTECTED}", file=sys.stderr,
+                      flush=True)
             print(f"resonate_async dev server listening on {url}", flush=True)
 
         async def main() -> None:

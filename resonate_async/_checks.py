@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+from resonate_async.protocol._ids import lone_surrogate
+
 
 def milliseconds(value: float | timedelta, what: str, *, allow_zero: bool = False) -> int:
     """``value`` in whole milliseconds; raises ``ValueError`` naming ``what`` when it is not
@@ -26,6 +28,9 @@ def tags_problem(tags: Mapping[Any, Any] | None, *, reserved_ok: bool) -> str | 
     for key, value in (tags or {}).items():
         if not isinstance(key, str) or not isinstance(value, str):
             return f"tags must map str to str, got {key!r}: {value!r}"
+        if lone_surrogate(key) is not None or lone_surrogate(value) is not None:
+            return (f"tag {key!r}: {value!r} is not valid Unicode text (it holds a lone "
+                    "surrogate) and tags travel as UTF-8; decode the bytes properly")
         if not reserved_ok and key.startswith("resonate:"):
             return (f"tag {key!r}: the 'resonate:' prefix is reserved for the protocol; "
                     "choose another key")

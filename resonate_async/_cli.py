@@ -30,6 +30,7 @@ from resonate_async._errors import (
 )
 from resonate_async._logging import configure_logging
 from resonate_async._records import PromiseRecord
+from resonate_async._redact import redact
 from resonate_async._tree import describe, function_of, outcome, render_tree
 from resonate_async.protocol import (
     PROMISE_STATES,
@@ -154,9 +155,10 @@ def _execute(args: argparse.Namespace, body: Body, *, running: bool = False,
         return _fail(args, f"no promise with id {subject!r}; check the id "
                            f"({_SEARCH_HINT})", 1)
     except TransportError:
-        return _fail(args, f"cannot reach the Resonate server at {args.url} (retried for "
-                           f"up to {CONNECT_RETRY:g} s); check that it is running and that --url "
-                           "is right (start a local one with `python -m resonate_async dev`)",
+        return _fail(args, f"cannot reach the Resonate server at {redact(args.url)} (retried "
+                           f"for up to {CONNECT_RETRY:g} s); check that it is running and that "
+                           "--url is right (start a local one with `python -m resonate_async "
+                           "dev`)",
                      1)
     except ResonateError as exc:
         return _fail(args, str(exc), 1)

@@ -33,7 +33,7 @@ from resonate_async._logging import quiet_by_default
 from resonate_async._promises import Promises, Schedules
 from resonate_async._retry import Exponential, RetryPolicy
 from resonate_async._status import expect_ok
-from resonate_async.core._driver import Worker
+from resonate_async.core._driver import DEFAULT_SHUTDOWN_GRACE, Worker
 from resonate_async.core._registry import Registry
 from resonate_async.protocol import (
     Claim,
@@ -44,6 +44,12 @@ from resonate_async.protocol import (
     PromiseRegisterListener,
     Request,
     Response,
+)
+from resonate_async.protocol._ids import check_id
+from resonate_async.protocol._records import (
+    CLIENT_GROUP_PREFIX,
+    RESERVED_GROUP_PREFIX,
+    TIMER_GROUP,
 )
 from resonate_async.transport import EmbeddedTransport, Transport
 
@@ -75,7 +81,9 @@ class Resonate:
     ``retry`` (default policy of local steps), ``timeout`` (deadline of executions started
     here), ``worker=False`` (a client that takes no work), ``clock`` (e.g. a test kit
     ``VirtualClock``), ``transport`` (share one engine between instances), ``encryptor``
-    (encrypt every value before it is stored: an ``Encryptor``).
+    (encrypt every value before it is stored: an ``Encryptor``), ``shutdown_grace``
+    (seconds, default 30: how long stopping waits for sync steps still running in threads;
+    see ``serve``).
     """
 
     def __init__(
@@ -95,6 +103,7 @@ class Resonate:
         clock: Clock | None = None,
         transport: Transport | None = None,
         encryptor: Encryptor | None = None,
+        shutdown_grace: float | timedelta = DEFAULT_SHUTDOWN_GRACE,
     ) -> None:
         quiet_by_default()
         if sum(x is not None for x in (path, url, transport)) > 1:
@@ -106,6 +115,12 @@ class Resonate:
         if not isinstance(group, str) or not group or any(c in group for c in "/@: "):
             raise ValueError(f"group must be a non-empty name without '/', '@', ':' or spaces, "
                              f"got {group!r}")
+        if group.startswith(RESERVED_GROUP_PREFIX):
+            raise ValueError(
+                f"group {group!r} is reserved: names starting with {RESERVED_GROUP_PREFIX!r} "
+                f"belong to the SDK ({TIMER_GROUP!r} holds the tasks of timers, which no "
+                f"process may run; {CLIENT_GROUP_PREFIX!r}<pid> is the private stream of a "
+                "client that takes no work); choose another group name")
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -118,9 +133,14 @@ class Resonate:
         self.url = url
         self.token = token
         self.accepts_work = worker
+        # The group of this process's event stream. A server sends a group's anycast work to
+        # any of its streams (the Resonate server ignores ``?work=0``), so a client that takes
+        # no work streams in a private group: it is never a candidate for work.
+        self.stream_group = group if worker else CLIENT_GROUP_PREFIX + self.pid
         self.ttl_ms = milliseconds(ttl, "ttl")
         self.timeout_ms = milliseconds(timeout, "timeout")
         self.listen_interval = listen_interval
+        self.shutdown_grace = milliseconds(shutdown_grace, "shutdown_grace", allow_zero=True) / 1000
         self.connect_wait = 10.0
         self.codec = Codec(encryptor)
         self.registry = Registry()
@@ -149,6 +169,7 @@ class Resonate:
             clock=self.clock, pid=self.pid, group=group, ttl_ms=self.ttl_ms,
             retry=retry or Exponential(), concurrency=concurrency,
             dependency=self._dependency, on_settled=self._on_settled,
+            shutdown_grace=self.shutdown_grace,
         )
         self.promises = Promises(self)
         self.schedules = Schedules(self)
@@ -166,7 +187,8 @@ class Resonate:
         engines)."""
         other = Resonate(transport=transport, clock=clock, group=self.group, pid=pid,
                          ttl=self.ttl_ms / 1000, timeout=self.timeout_ms / 1000,
-                         retry=self.worker.retry, worker=self.accepts_work)
+                         retry=self.worker.retry, worker=self.accepts_work,
+                         shutdown_grace=self.shutdown_grace)
         other.registry = other.worker.registry = self.registry
         other.codec = other.worker.codec = self.codec
         other._dependencies = self._dependencies
@@ -225,7 +247,7 @@ class Resonate:
         stack = AsyncExitStack()
         try:
             await stack.enter_async_context(self.transport)
-            stream = self.transport.subscribe(self.group, self.pid,
+            stream = self.transport.subscribe(self.stream_group, self.pid,
                                               accepts_work=self.accepts_work,
                                               on_connect=self._reconnected)
             tg = anyio.create_task_group()
@@ -242,7 +264,7 @@ class Resonate:
         # Work dispatched before the stream is connected would be dropped by a server: wait
         # (bounded) for it; if the server is down the transport keeps reconnecting.
         with anyio.move_on_after(self.connect_wait) as waited:
-            await self.transport.wait_subscribed(self.group, self.pid)
+            await self.transport.wait_subscribed(self.stream_group, self.pid)
         if waited.cancelled_caught:
             log.warning("resonate_not_connected", pid=self.pid, waited_s=self.connect_wait,
                         detail="the message stream is not connected yet; it keeps retrying "
@@ -259,9 +281,13 @@ class Resonate:
             waiter.event.set()  # wake waiters: they see that the client stopped
         try:
             if stack is not None:  # take no more work: released tasks go to other workers
-                self.transport.unsubscribe(self.group, self.pid)
+                self.transport.unsubscribe(self.stream_group, self.pid)
             if tg is not None:
                 # Stop everything we own: executions still running release their tasks.
+                # Async code stops at once; a sync step in a thread cannot be stopped, so it
+                # gets shutdown_grace seconds to return before it is abandoned (its thread
+                # is a daemon: it does not hold the interpreter's exit either).
+                self.worker.begin_shutdown()
                 # The body's own exception is not handed to the task group, so it reaches
                 # the caller as it was raised (not wrapped in an exception group).
                 tg.cancel_scope.cancel()
@@ -286,8 +312,12 @@ class Resonate:
     async def serve(self) -> None:
         """Run as a worker until cancelled (or SIGINT/SIGTERM, when run in the main thread).
 
-        On stop it takes no more work, releases the tasks it still holds (another worker
-        picks them up and replays them) and returns.
+        On stop it takes no more work, stops the executions it runs and releases their tasks
+        (another worker picks them up and replays them), then returns. Async code stops at
+        once; a sync step blocking in a thread cannot be interrupted, so stopping waits at
+        most ``shutdown_grace`` seconds (a constructor option, default 30) for it, then
+        abandons it (its late result is ignored; its daemon thread does not keep the process
+        alive), releases the task and returns.
         """
         if self.running:
             await self._wait_for_stop_signal()
@@ -325,6 +355,7 @@ class Resonate:
 
     async def _drive_local(self, claim: Claim, drive: Drive) -> None:
         task_id = claim.task.id
+        drive.timeout_at = claim.promise.timeout_at
         self._drives[task_id] = drive
         try:
             await self.worker.run_claimed(claim)
@@ -373,7 +404,7 @@ class Resonate:
 
     def address(self) -> str:
         """This process's unicast address (where its listeners' unblock messages go)."""
-        return f"poll://uni@{self.group}/{self.pid}"
+        return f"poll://uni@{self.stream_group}/{self.pid}"
 
     def target(self, target: str | None = None) -> str:
         """The address for a target: a group name ``g`` becomes ``poll://any@g``."""
@@ -472,6 +503,7 @@ class Resonate:
     async def get(self, id: str) -> Handle[Any]:
         """A handle on the existing promise ``id``; raises ``NotFoundError`` if there is none."""
         self._require_running("resonate.get")
+        check_id(id)
         response = await self.send(PromiseGet(id))
         if response.status == 404:
             raise NotFoundError(f"no promise with id {id!r}")

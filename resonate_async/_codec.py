@@ -21,6 +21,7 @@ from resonate_async import _errors
 from resonate_async._errors import (
     ApplicationError,
     CanceledError,
+    DecryptionError,
     EncodingError,
     ResonateError,
     TimedOutError,
@@ -107,7 +108,7 @@ class Codec:
         try:
             return self.encryptor.decrypt(raw)
         except Exception as exc:  # each cipher library raises its own types
-            raise EncodingError(
+            raise DecryptionError(
                 f"{what}: cannot decrypt the stored value ({type(exc).__name__}: {exc}); was it "
                 "written with another key, or without encryption? Every process of an "
                 "application needs the same Encryptor"
@@ -129,6 +130,19 @@ class Codec:
                 "durable values must be JSON-like: builtins, msgspec Structs, dataclasses, "
                 "attrs classes, pydantic models, enums or datetimes"
             ) from None
+        except RecursionError:
+            raise EncodingError(
+                f"{what}: the value is nested too deeply to encode (lists or dicts inside "
+                "each other beyond Python's recursion limit, about 1,000 levels); flatten it, "
+                "or store it elsewhere and pass a reference"
+            ) from None
+        except UnicodeEncodeError as exc:
+            raise EncodingError(
+                f"{what}: a string in it is not valid Unicode text (it holds the lone "
+                f"surrogate {exc.object[exc.start:exc.end]!r}, from bytes decoded with "
+                "errors='surrogateescape'?), and values travel as UTF-8 JSON; decode the bytes "
+                "properly, or pass them base64-encoded"
+            ) from None
         except (NotImplementedError, TypeError, OverflowError, msgspec.EncodeError) as exc:
             raise EncodingError(
                 f"{what}: cannot encode a value of type {type(value).__qualname__} ({exc}); "
@@ -144,6 +158,9 @@ class Codec:
             obj = _decode_json(self._open(value.data, what))
         except (ValueError, msgspec.DecodeError) as exc:
             raise EncodingError(f"{what}: stored value is not base64 JSON ({exc})") from None
+        except RecursionError:
+            raise EncodingError(f"{what}: the stored value is nested too deeply to decode "
+                                "(beyond Python's recursion limit)") from None
         return self.convert(obj, type_, what=what)
 
     def convert(self, obj: Any, type_: Any, *, what: str = "value") -> Any:
@@ -177,20 +194,31 @@ class Codec:
 
     # errors -----------------------------------------------------------------------------------
     def encode_error(self, exc: BaseException) -> Value:
+        """Encode an error as ``{type, module, message, args}``; never raises (a message or
+        arguments that cannot be encoded are replaced by what can)."""
         cls = type(exc)
         payload: dict[str, Any] = {
             "__type": "error",
             "type": cls.__qualname__,
             "module": cls.__module__,
-            "message": str(exc),
+            "message": _message(exc),
         }
         if isinstance(exc, ApplicationError):  # keep the original type through re-raises
             payload["type"], payload["module"] = exc.type_name, exc.module
             payload["message"] = exc.message
         else:
-            with contextlib.suppress(TypeError, msgspec.EncodeError):  # args are optional
-                payload["args"] = msgspec.to_builtins(exc.args)
-        return Value(data=self._seal(_encoder.encode(payload)))
+            with contextlib.suppress(Exception):  # args are optional: keep them if they fit
+                args = msgspec.to_builtins(exc.args)
+                _encoder.encode(args)
+                payload["args"] = args
+        try:
+            raw = _encoder.encode(payload)
+        except (UnicodeEncodeError, msgspec.EncodeError, TypeError):
+            payload.pop("args", None)
+            payload = {k: (v.encode("utf-8", "backslashreplace").decode("utf-8")
+                           if isinstance(v, str) else v) for k, v in payload.items()}
+            raw = _encoder.encode(payload)
+        return Value(data=self._seal(raw))
 
     def decode_error(self, value: Value) -> BaseException:
         try:
@@ -210,7 +238,10 @@ class Codec:
             candidate = getattr(builtins, type_name, None)
             if isinstance(candidate, type) and issubclass(candidate, Exception):
                 cls = candidate
-        if cls is not None and not issubclass(cls, ApplicationError):
+        # Only Exceptions are rebuilt: a SystemExit or KeyboardInterrupt from user code must
+        # not unwind the caller's process; it arrives as ApplicationError naming its type.
+        if cls is not None and issubclass(cls, Exception) and not issubclass(
+                cls, ApplicationError):
             for attempt in (tuple(args) if isinstance(args, list) else None, (message,)):
                 if attempt is None:
                     continue
@@ -232,6 +263,16 @@ class Codec:
         if state == "rejected_canceled":
             raise CanceledError(f"promise {promise.id!r} was canceled")
         raise AssertionError(f"promise {promise.id!r} is still pending")  # pragma: no cover
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:  # a broken __str__ must not lose the error itself
+        return f"<{type(exc).__name__} whose message cannot be shown>"
+    if not text and not isinstance(exc, Exception):
+        return "raised by user code (it fails only the step or function that raised it)"
+    return text
 
 
 def _b64(raw: bytes) -> str:

@@ -30,7 +30,7 @@ from resonate_async._checks import milliseconds, tags_problem
 from resonate_async._clock import Clock
 from resonate_async._errors import ContextError
 from resonate_async._retry import RetryPolicy
-from resonate_async.protocol import child_id
+from resonate_async.protocol import child_id, id_problem
 
 if TYPE_CHECKING:
     from resonate_async.core._execution import Execution
@@ -101,10 +101,11 @@ class Call(Generic[T]):
         ``retry`` policy (local leaf steps), ``target`` group or address (rpc), extra ``tags``
         and the function ``version`` (rpc)."""
         if id is not None:
-            if not isinstance(id, str) or not id or ":" in id or "\x00" in id:
+            if (not isinstance(id, str) or not id or ":" in id
+                    or id_problem(id, root=False) is not None):
                 raise ContextError(
-                    f"invalid call id {id!r}: give a non-empty segment without ':'; it is "
-                    f"placed under the caller's id ({self.ctx.id})"
+                    f"invalid call id {id!r}: give a non-empty segment without ':', NUL or "
+                    f"lone surrogates; it is placed under the caller's id ({self.ctx.id})"
                 )
             self.id = child_id(self.ctx.id, id)
         problem = tags_problem(tags, reserved_ok=False)
@@ -179,16 +180,17 @@ class Handle(Generic[T]):
 class Context:
     """The durable function's gateway to durable steps. Never build one yourself."""
 
-    __slots__ = ("_counter", "_exec", "_parent", "_timeout_at", "function", "id")
+    __slots__ = ("_counter", "_depth", "_exec", "_parent", "_timeout_at", "function", "id")
 
     def __init__(self, execution: Execution, promise_id: str, timeout_at: int,
-                 function: str, parent: str | None) -> None:
+                 function: str, parent: str | None, depth: int = 0) -> None:
         self._exec = execution
         self.id = promise_id
         self._timeout_at = timeout_at
         self._counter = 0
         self.function = function
         self._parent = parent
+        self._depth = depth  # durable functions nested by ctx.run between this and the root
 
     def _mint(self, custom: str | None) -> str:
         self._exec.check_live(self)
@@ -217,7 +219,15 @@ class Context:
 
         ``fn`` may be a leaf function (sync or async; sync ones run in a worker thread, and
         failures are retried by the call's retry policy) or a durable function taking a
-        ``Context`` first (run here, as a nested durable function).
+        ``Context`` first (run here, as a nested durable function, on this function's stack:
+        at most 100 such functions deep; use ``ctx.rpc`` for deeper recursion).
+
+        The step ends at its deadline (``.options(timeout=...)``, and never later than this
+        function's own): async code is cancelled there, a sync function's thread is abandoned
+        (it cannot be stopped; its late result is ignored), and the step fails with
+        ``TimedOutError``. Whatever the function raises, ``BaseException`` included, fails
+        the step only (a type this process cannot rebuild arrives as ``ApplicationError``
+        naming it). A result too large for the server fails it with ``EncodingError``.
         """
         return Call(self, "run", fn, args, kwargs)
 

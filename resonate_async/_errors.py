@@ -100,3 +100,13 @@ class StorageLockedError(ResonateError):
 
 class SchemaVersionError(ResonateError):
     """The SQLite file was written by a newer, incompatible version of resonate_async."""
+
+
+class DecryptionError(EncodingError):
+    """A stored value could not be decrypted with this process's ``Encryptor`` (another key,
+    or a value written without encryption). A worker that meets one gives the task back to
+    others instead of recording a failure: the value is not wrong, this worker's key is."""
+
+
+class RequestTooLargeError(ProtocolError):
+    """The server refused a request as too large (HTTP 413): sending it again cannot help."""

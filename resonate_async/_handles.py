@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from resonate_async._clock import Clock
 from resonate_async._context import Handle
 from resonate_async.protocol import Promise
 
@@ -28,18 +30,25 @@ class Drive:
     """This process driving an execution it created (``Resonate.run``): most executions
     finish in that drive, and a handle then needs no listener at all."""
 
-    __slots__ = ("_event", "finished", "promise")
+    __slots__ = ("_event", "finished", "promise", "timeout_at")
 
     def __init__(self) -> None:
         self.finished = False
         self.promise: Promise | None = None
+        self.timeout_at: int | None = None  # the root's deadline (Unix ms), once known
         self._event: anyio.Event | None = None  # made only if someone waits
 
-    async def wait(self) -> None:
+    async def wait(self, clock: Clock | None = None) -> None:
+        """Wait until the drive ends, or (given ``clock``) until the root's deadline passes:
+        the engine then settles the root as timed out, whatever the drive still does."""
         if not self.finished:
             if self._event is None:
                 self._event = anyio.Event()
-            await self._event.wait()
+            if clock is None or self.timeout_at is None:
+                await self._event.wait()
+                return
+            seconds = (self.timeout_at - clock.now_ms()) / 1000
+            await clock.wait(self._event, seconds if math.isfinite(seconds) else math.inf)
 
     def finish(self) -> None:
         self.finished = True
@@ -60,11 +69,13 @@ class RootState:
     async def wait(self, handle: Handle[Any]) -> Any:
         drive = self.drive
         if drive is not None:
-            await drive.wait()
+            await drive.wait(self.client.clock)
             if drive.promise is not None:
                 p = drive.promise
                 return self.client.codec.outcome(p, self.type, what=f"result of {handle.id}")
-            self.drive = None  # it went on elsewhere (suspended, released): listen for it
+            # It went on elsewhere (suspended, released), or the root's deadline passed while
+            # it still runs here: listen for the root's settlement.
+            self.drive = None
         p = await self.client._settled_promise(handle.id)
         return self.client.codec.outcome(p, self.type, what=f"result of {handle.id}")
 

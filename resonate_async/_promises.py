@@ -12,6 +12,7 @@ from resonate_async._records import PromiseRecord, ScheduleRecord
 from resonate_async._status import expect_ok
 from resonate_async.protocol import (
     TAG_EXTERNAL,
+    TAG_TARGET,
     PromiseCreate,
     PromiseGet,
     PromiseSearch,
@@ -24,6 +25,8 @@ from resonate_async.protocol import (
     Value,
     check_root_id,
 )
+from resonate_async.protocol._ids import check_id
+from resonate_async.protocol._records import TIMER_TARGET
 
 if TYPE_CHECKING:
     from resonate_async._client import Resonate
@@ -55,7 +58,8 @@ class Promises:
         ``timeout``; it can be awaited (``resonate.get(id)``) and settled from outside."""
         check_root_id(id)
         client = self._client
-        all_tags = {**_check_tags(tags), TAG_EXTERNAL: "true"}
+        # A target, so that servers fire its deadline (see TIMER_TARGET): nobody runs it.
+        all_tags = {**_check_tags(tags), TAG_EXTERNAL: "true", TAG_TARGET: TIMER_TARGET}
         deadline = client.clock.now_ms() + milliseconds(timeout, "timeout", allow_zero=True)
         value = client.codec.encode(param, what=f"param of promise {id!r}")
         return await self._one(PromiseCreate(id, deadline, value, all_tags), id)
@@ -97,6 +101,7 @@ class Promises:
         return await self._one(PromiseSettle(id, state, value), id)
 
     async def _one(self, request: Any, id: str) -> PromiseRecord:
+        check_id(id)  # a clear InvalidIdError, not a raw UnicodeEncodeError or a 500
         client = self._client
         response = await client.send(request)
         expect_ok(response, request.KIND, subject=repr(id))

@@ -1,29 +1,43 @@
 """The task driver: acquire -> execute -> fulfill / suspend / release, and heartbeats.
 
-A platform failure (the engine unreachable, a malformed answer) releases the task and never
-settles it; losing the lease (409) stops the execution without another write; completion
-fulfils the task. ``300`` from ``task.suspend`` means a dependency already settled: the
-function is replayed at once with the new preload.
+A platform failure (the engine unreachable, a malformed answer, a value this worker cannot
+decrypt) releases the task and never settles it; this worker then backs off before taking that
+task again (``_failures.TaskFailures``). Losing the lease (409) stops the execution without
+another write; completion fulfils the task. A result the server refuses for good (too large,
+400/422) ends the execution with a small ``EncodingError`` rejection instead. ``300`` from
+``task.suspend`` means a dependency already settled: the function is replayed at once with the
+new preload. Duplicate ``execute`` messages (already held, or already waiting for a slot) are
+dropped before they queue, and the queue of waiting messages is bounded (the engine sends
+unclaimed work again after its retry timeout).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import anyio
 import structlog
 
 from resonate_async._clock import Clock
 from resonate_async._codec import Codec
-from resonate_async._errors import EncodingError, ResonateError
+from resonate_async._errors import (
+    DecryptionError,
+    EncodingError,
+    RequestTooLargeError,
+    ResonateError,
+)
 from resonate_async._retry import RetryPolicy
 from resonate_async._tracing import execution_span
+from resonate_async.core import _threads
 from resonate_async.core._execution import Execution, LeaseLost, Outcome, PlatformFailure
+from resonate_async.core._failures import TaskFailures
 from resonate_async.core._registry import Registry
 from resonate_async.protocol import (
     PROTOCOL_VERSION,
+    TAG_EXTERNAL,
     TAG_ORIGIN,
+    TAG_PARENT,
     TAG_TIMER,
     Action,
     ActionHead,
@@ -40,6 +54,7 @@ from resonate_async.protocol import (
     TaskRef,
     TaskRelease,
     TaskSuspend,
+    Value,
     origin_of,
 )
 from resonate_async.transport import Transport
@@ -49,8 +64,17 @@ log = structlog.get_logger("resonate_async.worker")
 HEAD: Final = ActionHead("", PROTOCOL_VERSION)
 # Settled children of suspended executions kept for their resumption in this process: a
 # resumed replay then re-fences none of the remote calls it already saw settled (settled
-# records never change, so a kept record is never stale). Bounded, least recently kept first.
+# records never change, so a kept record is never stale). Bounded by count and by bytes (the
+# values' sizes plus a per-record overhead), least recently kept first.
 KEPT_EXECUTIONS: Final = 1024
+KEPT_BYTES: Final = 32 * 2**20
+# The server refuses these answers to task.fulfill for good: sending the same again cannot help.
+REFUSED: Final = frozenset((400, 413, 422))
+# Room for the request around a value (ids, tags, envelope) when checking a size limit.
+ENVELOPE_BYTES: Final = 4096
+DEFAULT_SHUTDOWN_GRACE: Final = 30.0
+
+T = TypeVar("T")
 
 
 class Worker:
@@ -70,6 +94,8 @@ class Worker:
         concurrency: int,
         dependency: Callable[[type[Any]], Any],
         on_settled: Callable[[Promise], None] = lambda _: None,
+        shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
+        max_queued: int | None = None,
     ) -> None:
         self.transport = transport
         self.codec = codec
@@ -83,8 +109,16 @@ class Worker:
         self.dependency = dependency
         self.on_settled = on_settled
         self.held: dict[str, int] = {}
-        self._kept: dict[str, dict[str, Promise]] = {}
+        self._kept: dict[str, tuple[dict[str, Promise], int]] = {}
+        self._kept_bytes = 0
         self._claimed: anyio.Event | None = None
+        self.failures = TaskFailures(clock)
+        self.shutdown_grace = shutdown_grace
+        self._stop_deadline: float | None = None  # anyio.current_time() when grace ends
+        # execute messages waiting here (for a back-off or a slot) until their task is
+        # acquired: task id -> newest version seen
+        self._queued: dict[str, int] = {}
+        self.max_queued = max_queued if max_queued is not None else max(256, 4 * concurrency)
 
     def target_address(self, target: str | None) -> str:
         """A group name becomes ``poll://any@group``; an address is used as it is."""
@@ -101,21 +135,80 @@ class Worker:
         except OSError as exc:
             raise PlatformFailure(f"{request.KIND}: {exc}") from exc
 
+    # stopping ---------------------------------------------------------------------------------
+    def begin_shutdown(self) -> None:
+        """The owner is stopping: from now, steps running in threads get ``shutdown_grace``
+        seconds (in all) to return before they are abandoned and their tasks released."""
+        if self._stop_deadline is None:
+            self._stop_deadline = anyio.current_time() + self.shutdown_grace
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_deadline is not None
+
+    def _grace_left(self) -> float:
+        if self._stop_deadline is None:
+            return 0.0  # not stopping (a step's own deadline): abandon at once
+        return max(self._stop_deadline - anyio.current_time(), 0.0)
+
+    async def run_sync(self, fn: Callable[[], T], *, what: str = "a sync step") -> T:
+        """Run sync user code in a daemon thread; on cancellation wait at most what is left
+        of the shutdown grace (nothing outside a shutdown), then abandon the thread."""
+        def abandoned() -> None:
+            log.warning("step_abandoned", what=what, stopping=self.stopping,
+                        detail="its thread still runs and cannot be stopped; its result will "
+                               "be ignored (the step runs again wherever the task resumes)")
+
+        return await _threads.run_sync(fn, grace=self._grace_left, on_abandon=abandoned)
+
     # claiming ---------------------------------------------------------------------------------
     async def on_execute(self, task_id: str, version: int) -> None:
-        """Handle an ``execute`` message: claim the task (within the concurrency cap), run it."""
-        async with self.limiter:
-            if task_id in self.held:
-                return
-            try:
-                response = await self.send(TaskAcquire(task_id, version, self.pid, self.ttl_ms))
-            except PlatformFailure as exc:
-                log.warning("task_acquire_failed", task_id=task_id, error=str(exc))
-                return
-            if response.status != 200:
-                log.debug("task_not_acquired", task_id=task_id, status=response.status)
-                return
-            await self.run_claim(response.data)
+        """Handle an ``execute`` message: claim the task (within the concurrency cap), run it.
+
+        A message for a task already held or already waiting here is dropped at once, as is
+        one beyond ``max_queued`` waiting messages (the engine sends it again later). A task
+        this worker recently gave back after a failure is taken again only after its back-off.
+        """
+        queued = self._queued
+        if task_id in queued:
+            queued[task_id] = max(queued[task_id], version)
+            log.debug("execute_dropped", task_id=task_id, reason="already waiting here")
+            return
+        if task_id in self.held:
+            log.debug("execute_dropped", task_id=task_id, reason="already held")
+            return
+        if len(queued) >= self.max_queued:
+            log.debug("execute_dropped", task_id=task_id, reason="backlog",
+                      waiting=len(queued))
+            return
+        queued[task_id] = version
+        waiting = True
+        try:
+            wait = self.failures.wait_s(task_id)
+            if wait > 0:
+                log.debug("task_backing_off", task_id=task_id, seconds=wait)
+                await self.clock.sleep(wait)
+            async with self.limiter:
+                if task_id in self.held:
+                    return
+                version = queued[task_id]
+                try:
+                    response = await self.send(
+                        TaskAcquire(task_id, version, self.pid, self.ttl_ms))
+                except PlatformFailure as exc:
+                    log.warning("task_acquire_failed", task_id=task_id, error=str(exc))
+                    return
+                if response.status != 200:
+                    log.debug("task_not_acquired", task_id=task_id, status=response.status)
+                    return
+                # Held from here (run_claim marks it before its first await): a message for
+                # the task once it is released or suspended again must get through.
+                del queued[task_id]
+                waiting = False
+                await self.run_claim(response.data)
+        finally:
+            if waiting:
+                del queued[task_id]
 
     async def run_claimed(self, claim: Claim) -> None:
         """Drive a task this process claimed itself (``task.create``), within the cap."""
@@ -127,15 +220,20 @@ class Worker:
         task, root = claim.task, claim.promise
         if task.state != "acquired" or task.pid != self.pid:
             return
-        if root.tags.get(TAG_TIMER) == "true":
-            return  # a timer is never run as a function; its deadline settles it
+        if root.tags.get(TAG_TIMER) == "true" or root.tags.get(TAG_EXTERNAL) == "true":
+            await self._park(task.id, task.version, root)  # never run as a function
+            return
         tid, version = task.id, task.version
         self.held[tid] = version
         if self._claimed is not None:
             self._claimed.set()
         tlog = log.bind(task_id=tid, promise_id=tid, attempt=version)
         try:
-            execution = self._prepare(claim, tlog)
+            try:
+                execution = self._prepare(claim, tlog)
+            except DecryptionError as exc:
+                await self._cannot_decrypt(tid, version, exc, tlog)
+                return
             if isinstance(execution, BaseException):
                 await self._fulfill(tid, version, Outcome("failed", error=execution), tlog)
                 return
@@ -157,6 +255,34 @@ class Worker:
         finally:
             self.held.pop(tid, None)
 
+    async def _park(self, tid: str, version: int, root: Promise) -> None:
+        """Put away the task of a timer or an external promise, which no worker runs.
+
+        Its deadline or a settle fulfils it. Ours target a group nobody listens on, but other
+        SDKs target their workers' group. Suspending it on its parent (or origin) makes the
+        server send no more ``execute`` for it until then; merely dropping it would have the
+        server dispatch it again each time the lease lapses. One acquire, one suspend.
+        """
+        tried: list[str] = []
+        for awaited in (root.tags.get(TAG_PARENT), root.tags.get(TAG_ORIGIN)):
+            if awaited is None or awaited == tid or awaited in tried \
+                    or origin_of(awaited) != origin_of(tid):
+                continue
+            tried.append(awaited)
+            action = Action("promise.register_callback", HEAD,
+                            PromiseRegisterCallback(awaited, tid))
+            try:
+                response = await self.send(TaskSuspend(tid, version, [action]))
+            except PlatformFailure as exc:
+                log.debug("timer_task_not_parked", task_id=tid, error=str(exc))
+                return
+            if response.status in (200, 201, 300, 409):
+                log.debug("timer_task_parked" if response.status in (200, 201)
+                          else "timer_task_not_parked", task_id=tid, awaiting=awaited,
+                          status=response.status)
+                return
+        log.debug("timer_task_not_parked", task_id=tid, tried=tried)
+
     async def _drive(self, execution: Execution, tid: str, version: int, tlog: Any) -> str:
         """Run and replay ``execution`` until it ends; returns how: ``completed``, ``failed``,
         ``suspended``, ``released`` or ``lost``."""
@@ -168,16 +294,21 @@ class Worker:
                 return "lost"
             except PlatformFailure as exc:
                 tlog.warning("task_released", reason=str(exc))
-                await self._release(tid, version)
+                await self._release(tid, version, failure=str(exc), tlog=tlog)
+                return "released"
+            undecryptable = _decryption_error(outcome.error)
+            if outcome.kind == "failed" and undecryptable is not None:
+                await self._cannot_decrypt(tid, version, undecryptable, tlog)
                 return "released"
             if outcome.kind != "waiting":
                 await self._fulfill(tid, version, outcome, tlog)
                 return "completed" if outcome.kind == "done" else "failed"
-            response = await self._suspend(tid, version, outcome.waiting)
+            response = await self._suspend(tid, version, outcome.waiting, tlog)
             if response is None:
                 return "released"
             if response.status == 200:
                 tlog.info("task_suspended", waiting_on=outcome.waiting)
+                self.failures.succeeded(tid)
                 self._keep(tid, execution.cache)
                 return "suspended"
             execution.absorb(response.data.preload)  # 300: replay at once
@@ -185,78 +316,153 @@ class Worker:
                       cached=len(execution.cache), reason="dependency_settled")
 
     def _prepare(self, claim: Claim, tlog: Any = None) -> Execution | BaseException:
+        """The execution of a claim, or the error that fails it for good; raises
+        ``DecryptionError`` when this worker cannot read the root's param (its key)."""
         root = claim.promise
         try:
             invocation = self.codec.decode_invocation(root.param)
             function = self.registry.get(invocation.func, invocation.version)
             args, kwargs = function.convert_args(self.codec, invocation.args, invocation.kwargs)
+        except DecryptionError:
+            raise
         except ResonateError as exc:
             return exc
         return Execution(self, claim.task.id, claim.task.version, root, function, args, kwargs,
-                         claim.preload, self._kept.pop(claim.task.id, None), tlog)
+                         claim.preload, self._take_kept(claim.task.id), tlog)
 
     def _keep(self, tid: str, cache: dict[str, Promise]) -> None:
+        self._take_kept(tid)
         settled = {i: p for i, p in cache.items() if p.state != "pending"}
-        if not settled:
+        size = sum(_kept_size(p) for p in settled.values())
+        if not settled or size * 4 > KEPT_BYTES:  # too large: the resumption's preload has it
             return
         kept = self._kept
-        kept[tid] = settled
-        if len(kept) > KEPT_EXECUTIONS:
-            del kept[next(iter(kept))]
+        kept[tid] = (settled, size)
+        self._kept_bytes += size
+        while len(kept) > KEPT_EXECUTIONS or self._kept_bytes > KEPT_BYTES:
+            self._take_kept(next(iter(kept)))
+
+    def _take_kept(self, tid: str) -> dict[str, Promise] | None:
+        entry = self._kept.pop(tid, None)
+        if entry is None:
+            return None
+        self._kept_bytes -= entry[1]
+        return entry[0]
 
     # finishing --------------------------------------------------------------------------------
-    async def _fulfill(self, tid: str, version: int, outcome: Outcome, tlog: Any) -> None:
-        state: SettleState
+    def _settlement(self, tid: str, outcome: Outcome) -> tuple[Value, SettleState]:
+        """The value and state that settle the root, checked against the transport's request
+        size limit when it has one (a value over it becomes a small ``EncodingError``)."""
         if outcome.kind == "done":
             try:
                 value = self.codec.encode(outcome.value, what=f"result of {tid}")
-                state = "resolved"
             except EncodingError as exc:
-                value, state = self.codec.encode_error(exc), "rejected"
-        else:
-            assert outcome.error is not None
-            value, state = self.codec.encode_error(outcome.error), "rejected"
-        try:
-            response = await self.send(TaskFulfill(
-                tid, version, Action("promise.settle", HEAD, PromiseSettle(tid, state, value))))
-        except PlatformFailure as exc:
-            tlog.warning("task_released", reason=str(exc))
-            await self._release(tid, version)
-            return
-        if response.status == 200:
-            self.on_settled(response.data.promise)
-            if state == "resolved":
-                tlog.info("execution_completed")
-            else:
-                tlog.info("execution_failed", error=repr(outcome.error))
-            self.held.pop(tid, None)
-        elif response.status == 409:
-            tlog.warning("task_lost", during="fulfill")
-        else:
-            tlog.warning("task_released", reason=f"fulfill answered {response.status}")
-            await self._release(tid, version)
+                return self.codec.encode_error(exc), "rejected"
+            too_large = self._too_large(value, f"result of {tid}")
+            if too_large is None:
+                return value, "resolved"
+            return self.codec.encode_error(too_large), "rejected"
+        assert outcome.error is not None
+        value = self.codec.encode_error(outcome.error)
+        too_large = self._too_large(value, f"the error {tid} failed with "
+                                           f"({type(outcome.error).__name__})")
+        return (value if too_large is None else self.codec.encode_error(too_large)), "rejected"
 
-    async def _suspend(self, tid: str, version: int, ids: list[str]) -> Response | None:
+    def _too_large(self, value: Value, what: str) -> EncodingError | None:
+        limit = getattr(self.transport, "max_request_bytes", None)
+        if not isinstance(limit, int) or value.data is None:
+            return None
+        headers = value.headers or {}
+        size = len(value.data) + sum(len(k) + len(v) for k, v in headers.items())
+        if size + ENVELOPE_BYTES <= limit:
+            return None
+        return _too_large_error(what, size, limit)
+
+    async def _fulfill(self, tid: str, version: int, outcome: Outcome, tlog: Any) -> None:
+        value, state = self._settlement(tid, outcome)
+        error = outcome.error
+        refused_once = False
+        while True:
+            refusal: str | None = None
+            try:
+                response = await self.send(TaskFulfill(
+                    tid, version, Action("promise.settle", HEAD, PromiseSettle(tid, state, value))))
+            except PlatformFailure as exc:
+                if not isinstance(exc.__cause__, RequestTooLargeError):
+                    tlog.warning("task_released", reason=str(exc))
+                    await self._release(tid, version, failure=str(exc), tlog=tlog)
+                    return
+                refusal = str(exc.__cause__)
+                error = _too_large_error(f"result of {tid}" if state == "resolved"
+                                         else f"the error {tid} failed with",
+                                         len(value.data or ""), None)
+            else:
+                if response.status == 200:
+                    self.on_settled(response.data.promise)
+                    if state == "resolved":
+                        tlog.info("execution_completed")
+                    else:
+                        tlog.info("execution_failed", error=repr(error))
+                    self.held.pop(tid, None)
+                    self.failures.succeeded(tid)
+                    return
+                if response.status == 409:
+                    tlog.warning("task_lost", during="fulfill")
+                    return
+                if response.status in REFUSED:
+                    refusal = f"{response.status}: {str(response.data)[:300]}"
+                    what = "result" if state == "resolved" else "error"
+                    error = EncodingError(
+                        f"the server refused to store the {what} of {tid} (task.fulfill "
+                        f"answered {refusal}); return a value the server accepts (small, "
+                        "JSON-like), or store it elsewhere and return a reference")
+            if refusal is None or refused_once:
+                reason = f"fulfill answered {refusal or response.status}"
+                tlog.warning("task_released", reason=reason)
+                await self._release(tid, version, failure=reason, tlog=tlog)
+                return
+            # Refused for good: sending it again cannot help, so the execution fails instead,
+            # with a rejection small enough to be stored.
+            tlog.error("result_refused", reason=refusal, error=str(error))
+            refused_once = True
+            assert error is not None
+            value, state = self.codec.encode_error(error), "rejected"
+
+    async def _suspend(self, tid: str, version: int, ids: list[str],
+                       tlog: Any = None) -> Response | None:
         actions = [Action("promise.register_callback", HEAD, PromiseRegisterCallback(i, tid))
                    for i in ids]
         try:
             response = await self.send(TaskSuspend(tid, version, actions))
         except PlatformFailure as exc:
             log.warning("task_released", task_id=tid, reason=str(exc))
-            await self._release(tid, version)
+            await self._release(tid, version, failure=str(exc), tlog=tlog)
             return None
         if response.status in (200, 300):
             if response.status == 200:
                 self.held.pop(tid, None)
             return response
         if response.status != 409:
-            log.warning("task_released", task_id=tid,
-                        reason=f"suspend answered {response.status}: {response.data}")
-            await self._release(tid, version)
+            reason = f"suspend answered {response.status}: {response.data}"
+            log.warning("task_released", task_id=tid, reason=reason)
+            await self._release(tid, version, failure=reason, tlog=tlog)
         return None
 
-    async def _release(self, tid: str, version: int) -> None:
+    async def _cannot_decrypt(self, tid: str, version: int, exc: DecryptionError,
+                              tlog: Any) -> None:
+        tlog.error("task_not_decryptable", error=str(exc),
+                   detail="this worker's Encryptor cannot read the task's values, so it writes "
+                          "nothing and gives the task back to other workers; give every "
+                          "process of the application the same key")
+        await self._release(tid, version, failure=f"cannot decrypt: {exc}", tlog=tlog)
+
+    async def _release(self, tid: str, version: int, *, failure: str | None = None,
+                       tlog: Any = None) -> None:
+        """Give the task back; ``failure`` (a platform failure's text) makes this worker back
+        off before taking the task again."""
         self.held.pop(tid, None)
+        if failure is not None:
+            self.failures.failed(tid, failure, tlog)
         try:
             await self.send(TaskRelease(tid, version))
         except PlatformFailure as exc:
@@ -283,4 +489,42 @@ class Worker:
                 log.warning("heartbeat_failed", error=str(exc))
 
 
-__all__ = ["TAG_ORIGIN", "Worker"]
+def _decryption_error(error: BaseException | None) -> DecryptionError | None:
+    """The ``DecryptionError`` that made a run fail, if one did (directly, as the cause of the
+    error, or inside an exception group)."""
+    seen = 0
+    while error is not None and seen < 16:
+        if isinstance(error, DecryptionError):
+            return error
+        if isinstance(error, BaseExceptionGroup):
+            group, _ = error.split(DecryptionError)
+            found: BaseException | None = group
+            while isinstance(found, BaseExceptionGroup):
+                found = found.exceptions[0]
+            return found if isinstance(found, DecryptionError) else None
+        error = error.__cause__
+        seen += 1
+    return None
+
+
+def _size(n: int) -> str:
+    if n >= 1024 * 1024:
+        return f"{n / (1024 * 1024):.1f} MiB"
+    if n >= 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n} bytes"
+
+
+def _too_large_error(what: str, size: int, limit: int | None) -> EncodingError:
+    most = (f"the server accepts at most {_size(limit)} per request" if limit is not None
+            else "the server refused it as too large")
+    return EncodingError(f"{what} is {_size(size)} encoded; {most}; store large values "
+                         "elsewhere and return a reference")
+
+
+def _kept_size(p: Promise) -> int:
+    """About what a kept record costs in memory: its values plus ~500 bytes of objects."""
+    return 512 + len(p.id) + len(p.param.data or "") + len(p.value.data or "")
+
+
+__all__ = ["DEFAULT_SHUTDOWN_GRACE", "TAG_ORIGIN", "Worker"]

@@ -12,8 +12,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import random
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import anyio
 import structlog
@@ -24,10 +25,13 @@ from resonate_async._errors import (
     ContextError,
     EncodingError,
     NonDeterminismError,
+    RequestTooLargeError,
     ResonateError,
     Suspended,
+    TimedOutError,
 )
 from resonate_async._tracing import step_span
+from resonate_async.core._guard import Deadline, is_ours
 from resonate_async.core._registry import Function
 from resonate_async.protocol import (
     TAG_BRANCH,
@@ -47,6 +51,7 @@ from resonate_async.protocol import (
     Value,
     origin_of,
 )
+from resonate_async.protocol._records import TIMER_TARGET
 
 if TYPE_CHECKING:
     from resonate_async.core._driver import Worker
@@ -56,6 +61,10 @@ log = structlog.get_logger("resonate_async.execution")
 CALL_TAG: Final = "resonate_async:call"
 DAY_MS: Final = 86_400_000
 _INLINE: Final = frozenset((now, random.random))
+REFUSED: Final = frozenset((400, 413, 422))
+# ctx.run of a durable function runs on its caller's stack: deeper nesting than this would
+# exhaust Python's recursion limit, so it is refused at the call (ctx.rpc has no such limit).
+MAX_NESTING: Final = 100
 
 
 class LeaseLost(BaseException):
@@ -64,6 +73,11 @@ class LeaseLost(BaseException):
 
 class PlatformFailure(BaseException):
     """The engine could not be reached or answered nonsense: give the task back."""
+
+
+class Refused(ResonateError):
+    """The engine refused a durable write for good (400, 413, 422): sending it again cannot
+    help, so the call fails (a refused step result becomes the step's rejection)."""
 
 
 class Outcome:
@@ -164,7 +178,12 @@ class Execution:
 
     # one run ----------------------------------------------------------------------------------
     async def run_once(self) -> Outcome:
-        """Run the function from the top; local work is joined before this returns."""
+        """Run the function from the top; local work is joined before this returns.
+
+        Whatever the function raises (``BaseException`` included) fails it, except a
+        cancellation of ours and the driver's own signals; at the root's deadline its body is
+        cancelled and the run fails with ``TimedOutError``.
+        """
         self.run_number += 1
         self.pending = {}
         fn = self.function
@@ -174,24 +193,37 @@ class Execution:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 try:
-                    if fn.is_async:
-                        if fn.durable:
-                            value = await fn.fn(ctx, *self.args, **self.kwargs)
+                    value: Any = None
+                    with Deadline(self.worker.clock, self.root.timeout_at, tg) as bound:
+                        if fn.is_async:
+                            if fn.durable:
+                                value = await fn.fn(ctx, *self.args, **self.kwargs)
+                            else:
+                                value = await fn.fn(*self.args, **self.kwargs)
                         else:
-                            value = await fn.fn(*self.args, **self.kwargs)
+                            call = functools.partial(fn.fn, *((ctx,) if fn.durable else ()),
+                                                     *self.args, **self.kwargs)
+                            value = await self.worker.run_sync(
+                                call, what=f"{fn.name} [{self.id}]")
+                    if bound.reached:
+                        outcome = Outcome("failed", error=self._timed_out(
+                            fn.name, self.id, self.root.timeout_at, "its body was cancelled"))
                     else:
-                        call = functools.partial(fn.fn, *((ctx,) if fn.durable else ()),
-                                                 *self.args, **self.kwargs)
-                        value = await anyio.to_thread.run_sync(call)
-                    outcome = Outcome("done", value=value)
+                        outcome = Outcome("done", value=value)
                 except Suspended:
                     outcome = Outcome("waiting")
                 except (LeaseLost, PlatformFailure):
                     raise
                 except BaseExceptionGroup as group:
+                    if _cancelled_in(group):
+                        raise
                     outcome = _group_outcome(group)
                 except Exception as exc:
                     outcome = Outcome("failed", error=exc)
+                except BaseException as exc:
+                    if is_ours(exc):
+                        raise
+                    outcome = Outcome("failed", error=exc)  # SystemExit & co. from user code
         except BaseExceptionGroup as group:
             # The platform failed under the task group (in the body, which trio wraps, or in
             # a spawned step): the run is over, whatever else the group holds.
@@ -209,6 +241,12 @@ class Execution:
                 f"{self.function.name} [{self.id}] raised Suspended without a pending "
                 "durable dependency; do not raise Suspended yourself"))
         return outcome
+
+    def _timed_out(self, name: str, promise_id: str, deadline: int, what: str) -> TimedOutError:
+        at = datetime.fromtimestamp(deadline / 1000, UTC).isoformat(timespec="milliseconds")
+        return TimedOutError(
+            f"{name} [{promise_id}] did not finish before its deadline ({at}); {what}. Give "
+            "it a longer timeout with .options(timeout=...), or make it finish sooner")
 
     # checks -----------------------------------------------------------------------------------
     def check_live(self, ctx: Context) -> None:
@@ -248,19 +286,29 @@ class Execution:
 
     # durable writes ---------------------------------------------------------------------------
     async def _fence(self, action: FenceCreate | FenceSettle, promise_id: str) -> Promise:
-        response = await self.worker.send(TaskFence(self.id, self.version, action))
+        try:
+            response = await self.worker.send(TaskFence(self.id, self.version, action))
+        except PlatformFailure as exc:
+            if isinstance(exc.__cause__, RequestTooLargeError):
+                raise Refused(f"durable call {promise_id} was refused: the request is too "
+                              f"large ({exc.__cause__})") from None
+            raise
         return self._fenced(response, promise_id)
 
     def _fenced(self, response: Response, promise_id: str) -> Promise:
         if response.status == 409:
             raise LeaseLost(f"task {self.id} version {self.version} is no longer held")
+        if response.status in REFUSED:
+            raise Refused(f"durable call {promise_id} was refused ({response.status}): "
+                          f"{response.data!s:.300}")
         if response.status != 200:
             raise PlatformFailure(f"task.fence for {promise_id} answered {response.status}: "
                                   f"{response.data}")
         inner = response.data.action
         if inner.head.status != 200:
-            if inner.head.status in (400, 422):
-                raise ResonateError(f"durable call {promise_id} was refused: {inner.data}")
+            if inner.head.status in REFUSED:
+                raise Refused(f"durable call {promise_id} was refused "
+                              f"({inner.head.status}): {inner.data!s:.300}")
             raise PlatformFailure(f"task.fence for {promise_id}: inner status "
                                   f"{inner.head.status}: {inner.data}")
         p: Promise = inner.data.promise
@@ -360,6 +408,7 @@ class Execution:
         elif kind == "sleep":
             tags = self._tags(call, "global", pid, expected)
             tags[TAG_TIMER] = "true"
+            tags[TAG_TARGET] = TIMER_TARGET  # a server fires only targeted deadlines
             at = call.kwargs.get("at")
             if at is None:
                 at = worker.clock.now_ms() + int(call.kwargs["seconds"] * 1000)
@@ -367,6 +416,7 @@ class Execution:
         else:
             tags = self._tags(call, "global", pid, expected)
             tags[TAG_EXTERNAL] = "true"
+            tags[TAG_TARGET] = TIMER_TARGET  # so that its deadline fires (see TIMER_TARGET)
             timeout_at = self._deadline(call)
         p = await self._create(PromiseCreate(pid, timeout_at, param, tags))
         self._check(p, expected)
@@ -383,6 +433,13 @@ class Execution:
         if cached is not None and cached.state != "pending":
             self._check(cached, expected)
             return worker.codec.outcome(cached, fn.returns, what=f"result of {fn.name} [{pid}]")
+        depth = call.ctx._depth + 1
+        if fn.durable and depth > MAX_NESTING:
+            raise ContextError(
+                f"ctx.run({fn.name}) would nest durable functions {depth} deep, over the limit "
+                f"of {MAX_NESTING}: ctx.run of a durable function runs on its caller's stack. "
+                "Use ctx.rpc for deep recursion (each call runs as a task of its own), or turn "
+                f"the recursion into a loop (the call was {pid})")
         deadline = self._deadline(call)
         if cached is None:
             fn.check_call(call.args, call.kwargs)
@@ -392,32 +449,76 @@ class Execution:
             if p.state != "pending":
                 return worker.codec.outcome(p, fn.returns, what=f"result of {fn.name} [{pid}]")
             deadline = p.timeout_at
+        what = f"result of ctx.run({fn.name}) [{pid}]"
         try:
             with step_span(fn.name, pid):
-                if fn.durable:
-                    child = Context(self, pid, deadline, fn.name, call.ctx.id)
-                    if fn.is_async:
-                        value = await fn.fn(child, *call.args, **call.kwargs)
+                with Deadline(worker.clock, deadline, self._tg) as bound:
+                    if fn.durable:
+                        child = Context(self, pid, deadline, fn.name, call.ctx.id, depth)
+                        if fn.is_async:
+                            value = await fn.fn(child, *call.args, **call.kwargs)
+                        else:
+                            value = await worker.run_sync(
+                                functools.partial(fn.fn, child, *call.args, **call.kwargs),
+                                what=f"ctx.run({fn.name}) [{pid}]")
                     else:
-                        value = await anyio.to_thread.run_sync(
-                            functools.partial(fn.fn, child, *call.args, **call.kwargs))
-                else:
-                    value = await self._run_leaf(call, fn, deadline)
-            encoded = worker.codec.encode(value, what=f"result of ctx.run({fn.name}) [{pid}]")
+                        value = await self._run_leaf(call, fn, deadline)
+                if bound.reached:
+                    raise self._timed_out(
+                        f"ctx.run({fn.name})", pid, deadline,
+                        "its code was cancelled" if fn.is_async or fn.fn in _INLINE else
+                        "its thread was abandoned (it cannot be stopped; whatever it returns "
+                        "is ignored)")
+            encoded = worker.codec.encode(value, what=what)
+            too_large = worker._too_large(encoded, what)
+            if too_large is not None:
+                raise too_large
         except NonDeterminismError:
             raise  # never recorded as the step's outcome: the execution fails as a whole
         except Exception as exc:
-            error = worker.codec.encode_error(exc)
-            await self._settle(pid, "rejected", error)
-            self.log.debug("step_settled", step_id=pid, function=fn.name, state="rejected")
-            self.log.info("step_failed", step_id=pid, function=fn.name, error=repr(exc))
-            rebuilt = worker.codec.decode_error(error)
-            if type(rebuilt) is type(exc):
+            await self._reject(fn.name, pid, exc)
+        except BaseException as exc:
+            if _propagates(exc):
                 raise
-            raise rebuilt from exc
-        await self._settle(pid, "resolved", encoded)
-        self.log.debug("step_settled", step_id=pid, function=fn.name, state="resolved")
+            await self._reject(fn.name, pid, exc)  # SystemExit & co. fail only this step
+        try:
+            p = await self._settle(pid, "resolved", encoded)
+        except Refused as refusal:
+            await self._reject(fn.name, pid, EncodingError(
+                f"{what} ({_size(len(encoded.data or ''))} encoded) was refused by the server: "
+                f"{refusal}; store large values elsewhere and return a reference"))
+        self.log.debug("step_settled", step_id=pid, function=fn.name, state=p.state)
+        if p.state != "resolved":  # the engine's record is authoritative (timeout wins)
+            return worker.codec.outcome(p, fn.returns, what=f"result of {fn.name} [{pid}]")
         return value
+
+    async def _reject(self, name: str, pid: str, exc: BaseException) -> NoReturn:
+        """Settle step ``pid`` as rejected with ``exc`` and raise it to the caller, as the
+        caller would see it on a replay (a type this process cannot rebuild becomes
+        ``ApplicationError``). An error too large to store is replaced by a small one."""
+        worker = self.worker
+        codec = worker.codec
+        error = codec.encode_error(exc)
+        too_large = worker._too_large(
+            error, f"the error ctx.run({name}) [{pid}] failed with ({type(exc).__name__})")
+        if too_large is not None:
+            exc, error = too_large, codec.encode_error(too_large)
+        try:
+            p = await self._settle(pid, "rejected", error)
+        except Refused as refusal:
+            exc = EncodingError(
+                f"the error ctx.run({name}) [{pid}] failed with ({type(exc).__name__}: "
+                f"{_text(exc):.200}) was refused by the server: {refusal}")
+            error = codec.encode_error(exc)
+            p = await self._settle(pid, "rejected", error)
+        self.log.debug("step_settled", step_id=pid, function=name, state=p.state)
+        self.log.info("step_failed", step_id=pid, function=name, error=_text(exc, repr))
+        if p.state == "rejected_timedout" and not isinstance(exc, TimedOutError):
+            codec.outcome(p, what=f"result of {name} [{pid}]")  # raises TimedOutError
+        rebuilt = codec.decode_error(error)
+        if type(rebuilt) is type(exc):
+            raise exc
+        raise rebuilt from exc
 
     async def _run_leaf(self, call: Call[Any], fn: Function, deadline: int) -> Any:
         policy = call.opts.retry or self.worker.retry
@@ -429,8 +530,9 @@ class Execution:
                     return await target(*call.args, **call.kwargs)
                 if target in _INLINE:
                     return target(*call.args, **call.kwargs)
-                return await anyio.to_thread.run_sync(
-                    functools.partial(target, *call.args, **call.kwargs))
+                return await self.worker.run_sync(
+                    functools.partial(target, *call.args, **call.kwargs),
+                    what=f"ctx.run({fn.name}) [{call.id}]")
             except Exception as exc:
                 attempt += 1
                 delay = policy.delay(attempt) if policy.should_retry(exc) else None
@@ -440,6 +542,34 @@ class Execution:
                 self.log.info("step_retry", step_id=call.id, function=fn.name,
                               retry=attempt, delay=delay, error=repr(exc))
                 await clock.sleep(delay)
+
+
+def _propagates(exc: BaseException) -> bool:
+    """Whether ``exc`` (or anything in it, for a group) must unwind past user code: the
+    driver's own signals and a real cancellation of ours."""
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_propagates(e) for e in exc.exceptions)
+    return isinstance(exc, Suspended | LeaseLost | PlatformFailure) or is_ours(exc)
+
+
+def _cancelled_in(group: BaseExceptionGroup[Any]) -> bool:
+    """Whether ``group`` holds a real cancellation of ours (which must propagate)."""
+    return any(_cancelled_in(e) if isinstance(e, BaseExceptionGroup) else is_ours(e)
+               for e in group.exceptions)
+
+
+def _text(exc: BaseException, show: Callable[[BaseException], str] = str) -> str:
+    """``str(exc)`` (or ``show``), even for an exception whose ``__str__`` itself fails."""
+    try:
+        return show(exc)
+    except Exception:
+        return f"<{type(exc).__name__} that cannot be shown>"
+
+
+def _size(n: int) -> str:
+    if n >= 1024 * 1024:
+        return f"{n / (1024 * 1024):.1f} MiB"
+    return f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n} bytes"
 
 
 def _raise_platform_failure(group: BaseExceptionGroup[Any]) -> None:
@@ -461,8 +591,7 @@ def _group_outcome(group: BaseExceptionGroup[Any]) -> Outcome:
     lost, rest2 = rest.split((LeaseLost, PlatformFailure))
     if lost is not None:
         raise lost.exceptions[0]
-    if rest2 is not None and len(rest2.exceptions) == 1 and isinstance(
-            rest2.exceptions[0], Exception):
+    if rest2 is not None and len(rest2.exceptions) == 1 and not isinstance(
+            rest2.exceptions[0], BaseExceptionGroup):
         return Outcome("failed", error=rest2.exceptions[0])
-    error = rest2 if isinstance(rest2, Exception) else EncodingError(repr(rest2))
-    return Outcome("failed", error=error)
+    return Outcome("failed", error=rest2)

@@ -11,10 +11,7 @@ from typing import Final, NoReturn
 import msgspec
 import structlog
 
-from resonate_async.engine._rules import (
-    is_awaitable,
-    is_timer,
-)
+from resonate_async.engine._rules import is_timer
 from resonate_async.engine._storage import LEASE_TIMER, RETRY_TIMER, Storage, TaskRow
 from resonate_async.protocol import (
     EMPTY_VALUE,
@@ -169,7 +166,9 @@ class Core:
                 self.storage.put_task(TaskRow(data.id, "fulfilled", 0))
             return p
         p = Promise(data.id, "pending", data.param, EMPTY_VALUE, tags, data.timeout_at, now)
-        self.storage.insert_promise(p, armed=is_awaitable(tags))
+        # As the Resonate server does, only a targeted promise's deadline is armed (fired in
+        # the background); any other promise times out lazily, when a request names it.
+        self.storage.insert_promise(p, armed=target is not None)
         if target is not None:
             if claim is not None:
                 self._claim(TaskRow(data.id, "pending", 0), claim[0], claim[1], now)

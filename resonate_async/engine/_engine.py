@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from resonate_async.engine._cache import DEFAULT_CACHE_BYTES
 from resonate_async.engine._core import (
     DEFAULT_RETRY_TIMEOUT,
     Refused,
@@ -81,6 +82,7 @@ class Engine(TaskOps, ScheduleOps):
         self.retry_timeout = retry_timeout
         self.server_url = server_url
         self._now = 0
+        self._failures = 0  # numbers the internal errors, so an answer can point at its log
         self._fence_preload = True
         # Whether the outbox may hold messages (it may, on a reopened file): lets a drain
         # after a request that queued nothing skip the storage round trip.
@@ -116,23 +118,31 @@ class Engine(TaskOps, ScheduleOps):
         return cls(MemoryStorage(), **options)
 
     @classmethod
-    def sqlite(cls, path: str, **options: Any) -> Engine:
-        """An engine whose state lives in the SQLite file ``path`` (created if missing)."""
+    def sqlite(cls, path: str, *, cache_bytes: int = DEFAULT_CACHE_BYTES,
+               **options: Any) -> Engine:
+        """An engine whose state lives in the SQLite file ``path`` (created if missing).
+
+        ``cache_bytes`` bounds the memory kept for decoded settled records (32 MiB by default;
+        see ``SqliteStorage``).
+        """
         from resonate_async.engine._sqlite import SqliteStorage
 
-        return cls(SqliteStorage(path), **options)
+        return cls(SqliteStorage(path, cache_bytes=cache_bytes), **options)
 
     def close(self) -> None:
         self.storage.close()
 
     # entry points -----------------------------------------------------------------------------
     def execute(
-        self, request: Request, now: int, corr_id: str = "", *, fence_preload: bool = True
+        self, request: Request, now: int, corr_id: str = "", *, fence_preload: bool = True,
+        remote: bool = False,
     ) -> Response:
         """Run one typed request at time ``now`` (ms) in one storage transaction.
 
         ``fence_preload=False`` leaves the preload out of ``task.fence`` answers (an
         in-process caller that never reads it saves O(branch size) work per step).
+        ``remote=True`` (a caller in another process) keeps the text of an internal failure
+        out of the 500 answer: it is logged with its traceback under the answer's reference.
         """
         self._fence_preload = fence_preload
         handler = self._handlers.get(type(request))
@@ -146,8 +156,10 @@ class Engine(TaskOps, ScheduleOps):
                 except Refused as refused:  # an answer, not a failure: what was done stays
                     return Response(refused.status, refused.message)
         except Exception as exc:
-            log.exception("engine_request_failed", kind=request.KIND)
-            return Response(500, f"Internal error: {exc}")
+            ref = self._failure_ref(now)
+            log.exception("engine_request_failed", kind=request.KIND, corr_id=corr_id,
+                          error_ref=ref)
+            return Response(500, _internal_error(ref) if remote else f"Internal error: {exc}")
 
     def handle(self, body: bytes, now: int, *, fence_preload: bool = True) -> bytes:
         """Answer one ``POST /`` body with its response envelope (HTTP status = head.status).
@@ -158,9 +170,10 @@ class Engine(TaskOps, ScheduleOps):
         """
         try:
             return self._handle(body, now, fence_preload)
-        except Exception as exc:
-            log.exception("engine_handle_failed")
-            return encode_response("unknown", "0", Response(500, f"Internal error: {exc}"))
+        except Exception:
+            ref = self._failure_ref(now)
+            log.exception("engine_handle_failed", error_ref=ref)
+            return encode_response("unknown", "0", Response(500, _internal_error(ref)))
 
     def _handle(self, body: bytes, now: int, fence_preload: bool) -> bytes:
         env = parse_envelope(body)
@@ -176,7 +189,8 @@ class Engine(TaskOps, ScheduleOps):
         except msgspec.ValidationError as exc:
             return encode_response(kind, corr_id, Response(400, self._invalid(kind, env.data, exc)))
         return encode_response(kind, corr_id, self.execute(request, now, corr_id,
-                                                           fence_preload=fence_preload))
+                                                           fence_preload=fence_preload,
+                                                           remote=True))
 
     @staticmethod
     def _invalid(kind: str, data: bytes, exc: msgspec.ValidationError) -> str:
@@ -234,8 +248,17 @@ class Engine(TaskOps, ScheduleOps):
                     released += 1
         return released
 
+    def _failure_ref(self, now: int) -> str:
+        self._failures += 1
+        return f"{now}-{self._failures}"
+
     def _clamp(self, now: int) -> int:
         if now > self._now:
             self._now = now
         return self._now
 
+
+def _internal_error(ref: str) -> str:
+    """The 500 text for a remote client: no exception text (it may hold paths, SQL or data
+    of other users), only the reference under which the server logged it."""
+    return f"Internal error: the server failed on this request (see error_ref={ref} in its log)"

@@ -1,13 +1,83 @@
-"""In-memory storage: dicts for records, heaps for deadlines, a sorted id list for search."""
+"""In-memory storage: dicts for records, heaps for deadlines, sorted ids for search."""
 
 from __future__ import annotations
 
 import bisect
 import heapq
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
+from typing import Final
 
 from resonate_async.engine._storage import TaskRow, tags_match
 from resonate_async.protocol import TAG_BRANCH, Message, Promise, PromiseState, Schedule, TaskState
+
+CHUNK: Final = 512
+
+
+class SortedIds:
+    """Ids in byte-wise order, in chunks of at most ``2 * CHUNK``.
+
+    One sorted list would move half of its items at every insertion: 190 us per new promise
+    with a million ids stored. Chunks make an insertion O(CHUNK + n / CHUNK).
+    """
+
+    def __init__(self) -> None:
+        self._chunks: list[list[str]] = []
+        self._maxes: list[str] = []  # the last id of each chunk
+
+    def __len__(self) -> int:
+        return sum(len(c) for c in self._chunks)
+
+    def add(self, item: str) -> None:
+        """Add ``item`` (the caller knows it is not there yet)."""
+        chunks, maxes = self._chunks, self._maxes
+        if not chunks:
+            chunks.append([item])
+            maxes.append(item)
+            return
+        i = bisect.bisect_left(maxes, item)
+        if i == len(maxes):
+            i -= 1
+            chunks[i].append(item)
+            maxes[i] = item
+        else:
+            bisect.insort(chunks[i], item)
+        chunk = chunks[i]
+        if len(chunk) > 2 * CHUNK:
+            tail = chunk[CHUNK:]
+            del chunk[CHUNK:]
+            chunks.insert(i + 1, tail)
+            maxes[i] = chunk[-1]
+            maxes.insert(i + 1, tail[-1])
+
+    def remove(self, item: str) -> None:
+        """Remove ``item`` if it is there."""
+        chunks, maxes = self._chunks, self._maxes
+        i = bisect.bisect_left(maxes, item)
+        if i == len(maxes):
+            return
+        chunk = chunks[i]
+        j = bisect.bisect_left(chunk, item)
+        if j == len(chunk) or chunk[j] != item:
+            return
+        del chunk[j]
+        if not chunk:
+            del chunks[i]
+            del maxes[i]
+        else:
+            maxes[i] = chunk[-1]
+
+    def after(self, cursor: str | None) -> Iterator[str]:
+        """The ids after ``cursor`` (every id if ``None``), in order."""
+        chunks = self._chunks
+        i = j = 0
+        if cursor is not None:
+            i = bisect.bisect_right(self._maxes, cursor)
+            if i < len(chunks):
+                j = bisect.bisect_right(chunks[i], cursor)
+        for k in range(i, len(chunks)):
+            yield from chunks[k][j:] if j else chunks[k]
+            j = 0
 
 
 class MemoryStorage:
@@ -19,12 +89,12 @@ class MemoryStorage:
 
     def __init__(self) -> None:
         self._promises: dict[str, Promise] = {}
-        self._promise_ids: list[str] = []
+        self._promise_ids = SortedIds()
         self._branches: dict[str, dict[str, None]] = {}
         self._armed: dict[str, int] = {}
         self._promise_heap: list[tuple[int, str]] = []
         self._tasks: dict[str, TaskRow] = {}
-        self._task_ids: list[str] = []
+        self._task_ids = SortedIds()
         self._task_timer: dict[str, tuple[int, int]] = {}
         self._task_heap: list[tuple[int, str, int]] = []
         self._seq = 0
@@ -32,7 +102,7 @@ class MemoryStorage:
         self._awaiting: dict[str, set[str]] = {}
         self._listeners: dict[str, dict[str, None]] = {}
         self._schedules: dict[str, Schedule] = {}
-        self._schedule_ids: list[str] = []
+        self._schedule_ids = SortedIds()
         self._schedule_heap: list[tuple[int, str]] = []
         self._outbox: dict[tuple[str, ...], tuple[str, Message]] = {}
         self._written: int | None = None
@@ -50,7 +120,7 @@ class MemoryStorage:
     def insert_promise(self, promise: Promise, *, armed: bool) -> None:
         pid = promise.id
         self._promises[pid] = promise
-        bisect.insort(self._promise_ids, pid)
+        self._promise_ids.add(pid)
         branch = promise.tags.get(TAG_BRANCH)
         if branch is not None:
             self._branches.setdefault(branch, {})[pid] = None
@@ -88,11 +158,10 @@ class MemoryStorage:
         self, state: PromiseState | None, tags: dict[str, str] | None, cursor: str | None,
         limit: int,
     ) -> list[Promise]:
-        ids = self._promise_ids
-        start = bisect.bisect_right(ids, cursor) if cursor is not None else 0
+        promises = self._promises
         out = []
-        for i in range(start, len(ids)):
-            p = self._promises[ids[i]]
+        for pid in self._promise_ids.after(cursor):
+            p = promises[pid]
             if (state is None or p.state == state) and tags_match(p.tags, tags):
                 out.append(p)
                 if len(out) == limit:
@@ -106,7 +175,7 @@ class MemoryStorage:
     def put_task(self, row: TaskRow) -> None:
         tid = row.id
         if tid not in self._tasks:
-            bisect.insort(self._task_ids, tid)
+            self._task_ids.add(tid)
         self._tasks[tid] = row
         if row.timer_at is None:
             self._task_timer.pop(tid, None)
@@ -134,11 +203,10 @@ class MemoryStorage:
 
     def search_tasks(self, state: TaskState | None, cursor: str | None,
                      limit: int) -> list[TaskRow]:
-        ids = self._task_ids
-        start = bisect.bisect_right(ids, cursor) if cursor is not None else 0
+        tasks = self._tasks
         out = []
-        for i in range(start, len(ids)):
-            row = self._tasks[ids[i]]
+        for tid in self._task_ids.after(cursor):
+            row = tasks[tid]
             if state is None or row.state == state:
                 out.append(row)
                 if len(out) == limit:
@@ -189,7 +257,7 @@ class MemoryStorage:
         sid = schedule.id
         old = self._schedules.get(sid)
         if old is None:
-            bisect.insort(self._schedule_ids, sid)
+            self._schedule_ids.add(sid)
         self._schedules[sid] = schedule
         if old is None or old.next_run_at != schedule.next_run_at:
             self._wrote(schedule.next_run_at)
@@ -197,8 +265,7 @@ class MemoryStorage:
 
     def delete_schedule(self, schedule_id: str) -> None:
         if self._schedules.pop(schedule_id, None) is not None:
-            i = bisect.bisect_left(self._schedule_ids, schedule_id)
-            del self._schedule_ids[i]
+            self._schedule_ids.remove(schedule_id)
 
     def due_schedules(self, now: int, limit: int) -> list[Schedule]:
         heap = self._schedule_heap
@@ -216,11 +283,10 @@ class MemoryStorage:
 
     def search_schedules(self, tags: dict[str, str] | None, cursor: str | None,
                          limit: int) -> list[Schedule]:
-        ids = self._schedule_ids
-        start = bisect.bisect_right(ids, cursor) if cursor is not None else 0
+        schedules = self._schedules
         out = []
-        for i in range(start, len(ids)):
-            s = self._schedules[ids[i]]
+        for sid in self._schedule_ids.after(cursor):
+            s = schedules[sid]
             if tags_match(s.promise_tags, tags):
                 out.append(s)
                 if len(out) == limit:

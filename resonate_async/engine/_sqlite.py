@@ -17,6 +17,7 @@ from typing import Any, Final
 import msgspec
 
 from resonate_async._errors import SchemaVersionError, StorageLockedError
+from resonate_async.engine._cache import DEFAULT_CACHE_BYTES, SettledCache
 from resonate_async.engine._storage import TaskRow, tags_match
 from resonate_async.protocol import (
     TAG_BRANCH,
@@ -80,9 +81,6 @@ _promise = msgspec.json.Decoder(Promise).decode
 _task = msgspec.json.Decoder(TaskRow).decode
 _schedule = msgspec.json.Decoder(Schedule).decode
 _message = msgspec.json.Decoder(Message).decode
-# Settled promises never change: their decoded records are kept (bounded) so that a preload
-# read again at every resumption is not decoded again.
-_SETTLED_CACHE: Final = 100_000
 
 
 class SqliteStorage:
@@ -90,13 +88,19 @@ class SqliteStorage:
 
     ``synchronous="NORMAL"`` (the default) makes every acknowledged request survive a crash of
     the process; ``"FULL"`` also survives a power loss, at the price of an fsync per request.
+
+    Settled promises never change, so their decoded records are kept in memory (a preload read
+    again at every resumption is not decoded again), least recently used first out, within
+    ``cache_bytes`` (default ``DEFAULT_CACHE_BYTES``, 32 MiB, measured as encoded size plus a
+    per-record overhead; 0 keeps none). SQLite's own page cache stays at its default, 2 MB.
     """
 
-    def __init__(self, path: str, *, synchronous: str = "NORMAL", exclusive: bool = True) -> None:
+    def __init__(self, path: str, *, synchronous: str = "NORMAL", exclusive: bool = True,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self.path = path
         self._depth = 0
         self._written: int | None = None
-        self._settled: dict[str, Promise] = {}
+        self._settled = SettledCache(cache_bytes)
         # Promises read or written by the open transaction (None: known not to exist): one
         # request reads the same ids several times (try-timeout, then the operation itself).
         self._seen: dict[str, Promise | None] = {}
@@ -112,6 +116,11 @@ class SqliteStorage:
         except BaseException:
             self._unlock()
             raise
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes of decoded settled records held in memory now (at most ``cache_bytes``)."""
+        return self._settled.bytes
 
     def _migrate(self) -> None:
         db = self._db
@@ -181,17 +190,15 @@ class SqliteStorage:
         if self._depth and promise_id in seen:
             return seen[promise_id]
         blob = self._one("SELECT record FROM promises WHERE id = ?", (promise_id,))
-        p = None if blob is None else self._decoded(_promise(blob))
+        p = None if blob is None else self._decoded(blob)
         if self._depth:
             seen[promise_id] = p
         return p
 
-    def _decoded(self, p: Promise) -> Promise:
+    def _decoded(self, blob: bytes) -> Promise:
+        p = _promise(blob)
         if p.state != "pending":
-            settled = self._settled
-            if len(settled) >= _SETTLED_CACHE:
-                settled.clear()
-            settled[p.id] = p
+            self._settled.put(p, len(blob))
         return p
 
     def insert_promise(self, promise: Promise, *, armed: bool) -> None:
@@ -212,10 +219,11 @@ class SqliteStorage:
             self._db.execute("UPDATE promises SET record = ? WHERE id = ?",
                              (_encode(promise), promise.id))
         else:
-            self._decoded(promise)
+            blob = _encode(promise)
+            self._settled.put(promise, len(blob))
             self._db.execute(
                 "UPDATE promises SET state = ?, armed_at = NULL, record = ? WHERE id = ?",
-                (promise.state, _encode(promise), promise.id),
+                (promise.state, blob, promise.id),
             )
 
     def branch_promises(self, branch: str) -> list[Promise]:
@@ -225,7 +233,7 @@ class SqliteStorage:
             "SELECT id, state, record FROM promises WHERE branch = ? ORDER BY id", (branch,)
         ):
             p = settled.get(pid) if state != "pending" else None
-            out.append(p if p is not None else self._decoded(_promise(blob)))
+            out.append(p if p is not None else self._decoded(blob))
         return out
 
     def due_promises(self, now: int, limit: int) -> list[Promise]:

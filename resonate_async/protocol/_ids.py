@@ -35,6 +35,11 @@ def id_problem(promise_id: str, *, root: bool) -> str | None:
         return "an id must not be empty"
     if "\x00" in promise_id:
         return "an id must not contain a NUL character"
+    surrogate = lone_surrogate(promise_id)
+    if surrogate is not None:
+        return (f"id {promise_id!r} is not valid Unicode text: it holds the lone surrogate "
+                f"{surrogate!r} (from bytes decoded with errors='surrogateescape'?), and ids "
+                "travel as UTF-8; decode the bytes properly or choose another id")
     if root and ":" in promise_id:
         return (
             f"root id {promise_id!r} must not contain ':' (':' separates an execution's "
@@ -43,11 +48,28 @@ def id_problem(promise_id: str, *, root: bool) -> str | None:
     return None
 
 
+def lone_surrogate(text: str) -> str | None:
+    """The first lone surrogate in ``text`` (which UTF-8 cannot carry), or ``None``."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return text[exc.start]
+    return None
+
+
 def check_root_id(promise_id: str) -> str:
     """Return ``promise_id`` if it is a valid root id, else raise ``InvalidIdError``."""
+    return check_id(promise_id, root=True)
+
+
+def check_id(promise_id: str, *, root: bool = False) -> str:
+    """Return ``promise_id`` if it is a valid id (a root id when ``root``), else raise
+    ``InvalidIdError`` saying what is wrong."""
     if not isinstance(promise_id, str):
         raise InvalidIdError(f"an id must be a str, not {type(promise_id).__name__}")
-    problem = id_problem(promise_id, root=True)
+    problem = id_problem(promise_id, root=root)
     if problem:
         raise InvalidIdError(problem)
     return promise_id

@@ -7,10 +7,11 @@ Each request payload is the ``data`` object of one ``POST /`` request; its class
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Final, Generic, TypeVar
 
 import msgspec
 from msgspec import Meta
+from msgspec.structs import force_setattr
 
 from resonate_async.protocol._records import (
     PROTOCOL_VERSION,
@@ -286,32 +287,50 @@ class Claim(msgspec.Struct, frozen=True):
 
     task: Task
     promise: Promise
-    preload: list[Promise]
+    preload: list[Promise] = []
 
 
 class Preload(msgspec.Struct, frozen=True):
     """``task.suspend`` answered ``300``: something awaited has settled already."""
 
-    preload: list[Promise]
+    preload: list[Promise] = []
 
 
 class ResponseHead(msgspec.Struct, frozen=True, rename="camel"):
-    corr_id: str
-    status: int
+    """A response's head. Read leniently: a missing ``corrId`` is ``""`` and a missing
+    ``status`` is ``0``, which no check accepts (an envelope's head needs both)."""
+
+    corr_id: str = ""
+    status: int = 0
     version: str = PROTOCOL_VERSION
 
 
-class ActionResult(msgspec.Struct, frozen=True):
-    """The inner response of ``task.fence``: data is ``PromiseResult`` or an error string."""
+_NO_HEAD: Final = ResponseHead()
 
-    kind: str
-    head: ResponseHead
-    data: PromiseResult | str
+
+class ActionResult(msgspec.Struct, frozen=True):
+    """The inner response of ``task.fence``: data is ``PromiseResult`` or an error string.
+
+    Read leniently: an answer without ``kind`` or ``head`` (or without ``head.status``) that
+    carries the promise is a success, and a ``201`` is read as ``200``; one that carries
+    neither a status nor a promise cannot be used and fails decoding (``ProtocolError``).
+    """
+
+    kind: str = ""
+    head: ResponseHead = _NO_HEAD
+    data: PromiseResult | str = ""
+
+    def __post_init__(self) -> None:
+        status = self.head.status
+        if status == 0 or status == 201:
+            if not isinstance(self.data, PromiseResult):
+                raise ValueError("the fenced action's answer has neither a status nor a promise")
+            force_setattr(self, "head", ResponseHead(self.head.corr_id, 200, self.head.version))
 
 
 class FenceResult(msgspec.Struct, frozen=True):
     action: ActionResult
-    preload: list[Promise]
+    preload: list[Promise] = []
 
 
 class ScheduleResult(msgspec.Struct, frozen=True):

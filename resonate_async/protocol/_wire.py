@@ -81,9 +81,12 @@ def parse_envelope(body: bytes) -> Envelope | EnvelopeError:
     """Apply protocol.md §1.4 steps 1-4 to a ``POST /`` body."""
     try:
         env = _envelope_decoder.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec lets bad UTF-8 through
+        # ``data`` is kept raw, so msgspec has not looked inside its strings yet; the server
+        # rejects bad UTF-8 anywhere in the body as an envelope error, and so do we.
+        str(env.data, "utf-8")
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # older msgspec: UnicodeDecodeError
         kind, corr_id = _salvage(body)
-        return EnvelopeError(kind, corr_id, 400, f"Invalid request envelope: {exc}")
+        return EnvelopeError(kind, corr_id, 400, f"Invalid request envelope: {_reason(exc)}")
     if not env.kind:
         return EnvelopeError(
             "unknown", env.head.corrId, 400,
@@ -104,6 +107,7 @@ def parse_envelope(body: bytes) -> Envelope | EnvelopeError:
 
 def _salvage(body: bytes) -> tuple[str, str]:
     try:
+        body.decode("utf-8")  # as the server: a body that is not UTF-8 has nothing to echo
         raw = _salvage_decoder.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError):
         return "unknown", "0"
@@ -112,13 +116,29 @@ def _salvage(body: bytes) -> tuple[str, str]:
     return kind, corr if isinstance(corr, str) else "0"
 
 
+def _reason(exc: Exception) -> str:
+    """What a decode failure says, worded the same whichever msgspec version raised it."""
+    if isinstance(exc, UnicodeDecodeError):  # older msgspec, or the check of raw ``data``
+        return (f"invalid UTF-8 (byte 0x{exc.object[exc.start]:02x}: {exc.reason}) — JSON text "
+                f"must be encoded as UTF-8")
+    if "UTF-8" in str(exc):  # newer msgspec reports bad UTF-8 as a DecodeError
+        return f"{exc} — JSON text must be encoded as UTF-8"
+    return str(exc)
+
+
 def decode_data(kind: str, data: bytes) -> Request:
-    """Decode the ``data`` of a known kind; raises ``msgspec.ValidationError`` when invalid."""
+    """Decode the ``data`` of a known kind; raises ``msgspec.ValidationError`` when invalid.
+
+    Every way ``data`` can be unusable (a wrong type, a missing field, malformed JSON, bad
+    UTF-8) is a ``ValidationError``, whatever the msgspec version, so the caller answers 400.
+    """
     try:
         request: Request = _data_decoders[kind].decode(data)
         return request
-    except UnicodeDecodeError as exc:
-        raise msgspec.ValidationError(f"invalid UTF-8 in a string: {exc}") from None
+    except msgspec.ValidationError:
+        raise
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise msgspec.ValidationError(_reason(exc)) from None
 
 
 def encode_response(kind: str, corr_id: str, response: Response) -> bytes:
@@ -210,6 +230,7 @@ def decode_response(kind: str, corr_id: str | None, body: bytes, *,
 def decode_message(body: bytes) -> Message:
     """Decode one push message (``execute`` or ``unblock``); raises ``ProtocolError``."""
     try:
-        return _message_decoder.decode(body)  # type: ignore[no-any-return]
+        message: Message = _message_decoder.decode(body)  # typed Any or Message by version
+        return message
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"malformed push message ({exc})") from None

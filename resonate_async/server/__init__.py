@@ -2,8 +2,10 @@
 
 ``python -m resonate_async dev`` runs it. It speaks the same protocol as the Resonate server
 (``POST /``, ``GET /poll/{group}/{id}``, ``/health``, ``/ready``), so workers and clients in
-other processes can share one engine on a laptop or in tests. It is not a production server:
-production deployments use the Resonate server (https://github.com/resonatehq/resonate).
+other processes can share one engine on a laptop or in tests. ``token=`` (``dev --token``,
+or ``RESONATE_TOKEN``) makes every request and event stream carry a shared secret. It is not a
+production server: production deployments use the Resonate server
+(https://github.com/resonatehq/resonate).
 
 Needs the ``server`` extra (uvicorn): ``pip install "resonate-async[server]"``.
 """

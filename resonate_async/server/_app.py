@@ -1,18 +1,23 @@
 """The Resonate HTTP API (protocol.md §1) over the embedded engine, as a raw ASGI app.
 
 Routes: ``POST /`` (the RPC endpoint; HTTP status = ``head.status``), ``GET /poll/{group}/{id}``
-(Server-Sent Events; ``?work=0`` asks for unicast messages only), ``GET /health``,
+(Server-Sent Events; the query string is ignored, as by the Resonate server), ``GET /health``,
 ``GET /ready`` and ``410 Gone`` for the removed legacy REST paths. The engine's timers run in
 a background task while the app is entered (``async with app:``); push messages are delivered
 after every request and every tick.
+
+With a ``token``, ``POST /`` and the event streams need it, where the Resonate server reads
+it: ``head.auth`` of the envelope for ``POST /``, ``Authorization: Bearer`` for ``/poll``.
+Anything else gets ``401 Unauthorized``; ``/health`` and ``/ready`` stay open, as there.
 """
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Awaitable, Callable, MutableMapping
 from types import TracebackType
 from typing import Any, Final
-from urllib.parse import parse_qs, unquote
+from urllib.parse import unquote
 
 import anyio
 import msgspec
@@ -20,8 +25,10 @@ import structlog
 from anyio.abc import TaskGroup
 
 from resonate_async._clock import Clock, SystemClock
+from resonate_async._token import token_problem
 from resonate_async.engine import Engine
 from resonate_async.engine._timers import EngineTimers
+from resonate_async.protocol import Envelope, Response, encode_response, parse_envelope
 from resonate_async.server._compat import handle_split, split_heartbeat
 from resonate_async.server._hub import MAX_CONNECTIONS, Connection, Hub
 
@@ -58,10 +65,21 @@ class DevApp:
 
     Enter it (``async with app:``) to run the engine's timers; ``close()`` ends every open
     poll stream (call it before stopping the HTTP server, which waits for open responses).
+    ``token``: when given, every ``POST /`` and every event stream must carry it (see the
+    module docstring); it is compared in constant time. ``extensions=False`` turns off what
+    the Resonate server does not do (docs/remote.md): the preload-omit header is ignored
+    (every ``task.fence`` answer carries the full preload) and a heartbeat spanning several
+    origins is refused (``400``) instead of split; tests run clients against it so that
+    reliance on an extension fails.
     """
 
     def __init__(self, engine: Engine, *, clock: Clock | None = None,
-                 max_body: int = MAX_BODY, max_connections: int = MAX_CONNECTIONS) -> None:
+                 max_body: int = MAX_BODY, max_connections: int = MAX_CONNECTIONS,
+                 token: str | None = None, extensions: bool = True) -> None:
+        problem = token_problem(token) if token is not None else None
+        if problem is not None:
+            raise ValueError(f"DevApp(token=...): {problem}")
+        self._token = token.encode() if token is not None else None
         self.engine = engine
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.max_body = max_body
@@ -69,6 +87,7 @@ class DevApp:
         self._tg: TaskGroup | None = None
         self._timers = EngineTimers(engine, self.clock, self.hub.deliver, raw=True)
         self._closed = False
+        self.extensions = extensions
 
     async def __aenter__(self) -> DevApp:
         self._tg = anyio.create_task_group()
@@ -133,10 +152,16 @@ class DevApp:
         if body is None:
             await _respond(send, 413, b"Payload Too Large", _TEXT)
             return
+        if self._token is not None:
+            refusal = self._unauthorized(body)
+            if refusal is not None:
+                await _respond(send, 401, refusal, _JSON)
+                return
         now = self.clock.now_ms()
-        parts = split_heartbeat(body)
+        parts = split_heartbeat(body) if self.extensions else None
         if parts is None:
-            answer = self.engine.handle(body, now, fence_preload=_wants_fence_preload(scope))
+            answer = self.engine.handle(
+                body, now, fence_preload=not self.extensions or _wants_fence_preload(scope))
         else:
             answer = handle_split(parts, lambda part: self.engine.handle(part, now))
         self._after_write()
@@ -169,6 +194,26 @@ class DevApp:
                 break
         return b"".join(chunks)
 
+    # authentication ---------------------------------------------------------------------------
+    def _unauthorized(self, body: bytes) -> bytes | None:
+        """The 401 envelope for a ``POST /`` body without the token, or ``None`` if it may go
+        on. A malformed envelope goes on: the engine answers it 400 without running anything,
+        and so does the Resonate server, whose envelope checks come before authentication."""
+        env = parse_envelope(body)
+        if not isinstance(env, Envelope):
+            return None
+        auth = env.auth
+        if auth is not None and self._holds_token(auth.encode("utf-8", "surrogatepass")):
+            return None
+        log.warning("request_unauthorized", kind=env.kind, corr_id=env.corr_id,
+                    reason="no token" if not auth else "wrong token")
+        return encode_response(env.kind, env.corr_id, Response(401, "Unauthorized"))
+
+    def _holds_token(self, given: bytes | None) -> bool:
+        """Whether ``given`` is the server's token (always true on a server without one)."""
+        token = self._token
+        return token is None or (given is not None and hmac.compare_digest(given, token))
+
     def _after_write(self) -> None:
         self.hub.deliver(self.engine.drain())
         self._timers.poke()
@@ -184,9 +229,13 @@ class DevApp:
     # GET /poll/{group}/{id} -------------------------------------------------------------------
     async def _poll(self, scope: Scope, receive: Receive, send: Send,
                     group: str, conn_id: str) -> None:
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        accepts_work = query.get("work", ["1"])[-1] not in ("0", "false")
-        conn = None if self._closed else self.hub.register(group, conn_id, accepts_work)
+        # Like the Resonate server, the query string (``?work=0`` of older clients) is ignored:
+        # every stream of a group may be sent the group's anycast work.
+        if self._token is not None and not self._holds_token(_bearer(scope)):
+            log.warning("poll_unauthorized", group=group, conn_id=conn_id)
+            await _respond(send, 401, b"Unauthorized", _TEXT)
+            return
+        conn = None if self._closed else self.hub.register(group, conn_id)
         if conn is None:
             await _respond(send, 503, b"Poll registration at capacity", _TEXT)
             return
@@ -203,6 +252,16 @@ class DevApp:
         finally:
             self.hub.deregister(conn)
 
+
+
+def _bearer(scope: Scope) -> bytes | None:
+    """The token of an ``Authorization: Bearer <token>`` header (as the Resonate server reads
+    it: that exact scheme spelling), or ``None``."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = bytes(value).partition(b" ")
+            return token if scheme == b"Bearer" and token else None
+    return None
 
 
 async def _stream(conn: Connection, send: Send) -> None:

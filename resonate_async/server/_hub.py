@@ -2,11 +2,15 @@
 
 Delivery is at-most-once and never blocks: a message for an address with no open connection,
 or for a connection whose buffer is full, is dropped (and logged), exactly like the server.
+Anycast goes to the named connection if it is open, else to a uniformly random connection of
+the group, whatever it asked for: the Resonate server has no notion of a stream that takes no
+work (it ignores ``?work=0``), and neither does this hub.
 """
 
 from __future__ import annotations
 
 import itertools
+import random
 from typing import Final
 
 import anyio
@@ -22,12 +26,11 @@ MAX_CONNECTIONS: Final = 1000
 class Connection:
     """One open ``GET /poll/{group}/{id}`` stream and its bounded message buffer."""
 
-    __slots__ = ("accepts_work", "group", "id", "receive", "send", "serial")
+    __slots__ = ("group", "id", "receive", "send", "serial")
 
-    def __init__(self, group: str, conn_id: str, accepts_work: bool, serial: int) -> None:
+    def __init__(self, group: str, conn_id: str, serial: int) -> None:
         self.group = group
         self.id = conn_id
-        self.accepts_work = accepts_work
         self.serial = serial
         self.send: MemoryObjectSendStream[bytes]
         self.receive: MemoryObjectReceiveStream[bytes]
@@ -37,24 +40,35 @@ class Connection:
 class Hub:
     """The open poll connections of one server, by group, in registration order."""
 
-    def __init__(self, max_connections: int = MAX_CONNECTIONS) -> None:
+    def __init__(self, max_connections: int = MAX_CONNECTIONS,
+                 rng: random.Random | None = None) -> None:
         self.max_connections = max_connections
         self._groups: dict[str, list[Connection]] = {}
-        self._rr: dict[str, int] = {}
+        self._rng = rng if rng is not None else random.Random()
         self._serial = itertools.count()
         self._count = 0
 
     def __len__(self) -> int:
         return self._count
 
-    def register(self, group: str, conn_id: str, accepts_work: bool) -> Connection | None:
-        """A new connection, or ``None`` when the server is at capacity."""
+    def register(self, group: str, conn_id: str) -> Connection | None:
+        """A new connection, or ``None`` when the server is at capacity.
+
+        An id has one stream: a stream already open for the same group and id is closed and
+        replaced by the new one (a reconnecting worker, whose old connection may not look
+        dead yet, gets its messages again at once). The Resonate server keeps both and
+        delivers to the older one (docs/remote.md).
+        """
+        for old in [c for c in self._groups.get(group, ()) if c.id == conn_id]:
+            log.warning("poll_replaced", group=group, conn_id=conn_id,
+                        detail="a new event stream for this id replaces the open one")
+            self.deregister(old)
         if self._count >= self.max_connections:
             return None
-        conn = Connection(group, conn_id, accepts_work, next(self._serial))
+        conn = Connection(group, conn_id, next(self._serial))
         self._groups.setdefault(group, []).append(conn)
         self._count += 1
-        log.debug("poll_registered", group=group, conn_id=conn_id, work=accepts_work)
+        log.debug("poll_registered", group=group, conn_id=conn_id)
         return conn
 
     def deregister(self, conn: Connection) -> None:
@@ -64,7 +78,6 @@ class Hub:
             self._count -= 1
             if not conns:
                 del self._groups[conn.group]
-                self._rr.pop(conn.group, None)
         conn.send.close()
         log.debug("poll_deregistered", group=conn.group, conn_id=conn.id)
 
@@ -101,13 +114,8 @@ class Hub:
             return next((c for c in conns if c.id == conn_id), None) if conn_id else None
         if mode != "any":
             return None
-        workers = [c for c in conns if c.accepts_work]
         if conn_id:
-            preferred = next((c for c in workers if c.id == conn_id), None)
+            preferred = next((c for c in conns if c.id == conn_id), None)
             if preferred is not None:
                 return preferred
-        if not workers:
-            return None
-        i = self._rr.get(group, 0)
-        self._rr[group] = i + 1
-        return workers[i % len(workers)]
+        return conns[self._rng.randrange(len(conns))]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import socket
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,7 @@ import structlog
 
 from resonate_async._clock import Clock, SystemClock
 from resonate_async._errors import ResonateError
+from resonate_async._token import token_problem
 from resonate_async.engine import DEFAULT_RETRY_TIMEOUT, Engine
 from resonate_async.server._app import DevApp
 
@@ -43,16 +45,27 @@ class DevServer:
     work held by workers that are gone is dispatched again. ``port=0`` picks a free port;
     ``url`` tells which once ``serve`` has bound it. ``retry_timeout`` (seconds) is how long a
     pending task waits for an acquire before its ``execute`` is sent again (the Resonate
-    server's ``tasks.retry_timeout``). For development and tests only:
-    production deployments use the Resonate server.
+    server's ``tasks.retry_timeout``). ``token``: a secret every request and event stream
+    must carry (``401`` otherwise; see ``DevApp``); without one, anyone who reaches the port
+    can read and settle every promise, so binding an address other than loopback without a
+    token logs a warning (``unprotected`` tells). ``extensions=False``: behave as the
+    Resonate server where the dev server otherwise helps clients (see ``DevApp``). For
+    development and tests only: production deployments use the Resonate server.
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 8001, db: str | None = None,
                  clock: Clock | None = None, log_level: str = "warning",
-                 retry_timeout: float = DEFAULT_RETRY_TIMEOUT / 1000) -> None:
+                 retry_timeout: float = DEFAULT_RETRY_TIMEOUT / 1000,
+                 token: str | None = None, extensions: bool = True) -> None:
         if not retry_timeout > 0:
             raise ValueError(f"retry_timeout must be a positive number of seconds, "
                              f"got {retry_timeout!r}")
+        problem = token_problem(token) if token is not None else None
+        if problem is not None:
+            raise ValueError(f"DevServer(token=...): {problem}")
+        self.token = token
+        self.extensions = extensions
+        self.unprotected = False
         self.host = host
         self.port = port
         self.db = db
@@ -77,6 +90,9 @@ class DevServer:
             self.port = bound_port
             shown = f"[{bound_host}]" if ":" in str(bound_host) else bound_host
             self.url = f"http://{shown}:{bound_port}"
+            self.unprotected = self.token is None and not _is_loopback(str(bound_host))
+            if self.unprotected:
+                log.warning("dev_server_unprotected", url=self.url, detail=UNPROTECTED)
             engine = self._open_engine()
             try:
                 await self._run(uvicorn_mod, sock, engine, ready)
@@ -128,7 +144,7 @@ class DevServer:
 
     async def _run(self, uvicorn_mod: Any, sock: socket.socket, engine: Engine,
                    ready: Callable[[str], object] | None) -> None:
-        app = DevApp(engine, clock=self.clock)
+        app = DevApp(engine, clock=self.clock, token=self.token, extensions=self.extensions)
         config = uvicorn_mod.Config(
             app, lifespan="on", log_level=self.log_level, access_log=False,
             timeout_graceful_shutdown=3, server_header=False,
@@ -155,6 +171,18 @@ class DevServer:
                     self.stop()
         if not server.started and not self._stop_requested:
             raise ServerError(f"the development server on {self.url} failed to start")
+
+
+UNPROTECTED = ("listening beyond this machine without a token: anyone who reaches the port "
+               "can read every argument and result and settle any promise; pass --token "
+               "(or set RESONATE_TOKEN) and give the same token to every worker and client")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.partition("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 def _server_class() -> Any:

@@ -27,6 +27,7 @@ from resonate_async.protocol import (
     TaskSearch,
     execute_message,
 )
+from resonate_async.protocol._records import RESERVED_GROUP_PREFIX
 
 log = structlog.get_logger(__name__)
 
@@ -161,8 +162,10 @@ class EmbeddedTransport:
             if sub is None:
                 if address.startswith("poll://any@") and isinstance(message, Execute):
                     group = address[11:].partition("/")[0]
-                    backlog = self._backlog.setdefault(group, [])
-                    if len(backlog) < _BACKLOG:
+                    # Nobody ever listens in a reserved group (timers, clients): drop.
+                    backlog = (None if group.startswith(RESERVED_GROUP_PREFIX)
+                               else self._backlog.setdefault(group, []))
+                    if backlog is not None and len(backlog) < _BACKLOG:
                         backlog.append((address, message))
                         continue
                 log.debug("message_dropped", address=address, kind=type(message).__name__)

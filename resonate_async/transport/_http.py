@@ -37,7 +37,14 @@ import structlog
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from resonate_async._errors import NotStartedError, ProtocolError, TransportError
+from resonate_async._errors import (
+    NotStartedError,
+    ProtocolError,
+    RequestTooLargeError,
+    TransportError,
+)
+from resonate_async._redact import redact
+from resonate_async._token import token_problem
 from resonate_async.protocol import (
     Empty,
     Execute,
@@ -102,6 +109,8 @@ class _Subscription:
     on_connect: Callable[[], None] | None = None
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     connected: anyio.Event = field(default_factory=anyio.Event)
+    # Why the server last refused this stream (cleared on connect): see ``stream_problem``.
+    refusal: str | None = None
 
 
 class HttpTransport:
@@ -142,8 +151,13 @@ class HttpTransport:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not url.startswith(("http://", "https://")):
-            raise ValueError(f"Resonate server URL must start with http:// or https://: {url!r}")
+            raise ValueError(
+                f"Resonate server URL must start with http:// or https://: {redact(url)!r}")
+        problem = token_problem(token) if token is not None else None
+        if problem is not None:
+            raise ValueError(f"HttpTransport(token=...): {problem}")
         self.url = url.rstrip("/")
+        self._shown_url = redact(self.url)  # what logs and messages show: no credentials
         self.token = token
         self.retry_for = retry_for
         self.backoff = backoff
@@ -206,7 +220,7 @@ class HttpTransport:
     def _open_client(self, what: str) -> httpx.AsyncClient:
         if self._client is None:
             raise NotStartedError(
-                f"{what}: the HttpTransport to {self.url} is not open; "
+                f"{what}: the HttpTransport to {self._shown_url} is not open; "
                 "enter it first with `async with transport:`"
             )
         return self._client
@@ -225,7 +239,7 @@ class HttpTransport:
         while True:
             attempt += 1
             if self._client is not client:
-                raise NotStartedError(f"{kind}: the HttpTransport to {self.url} was closed")
+                raise NotStartedError(f"{kind}: the HttpTransport to {self._shown_url} was closed")
             try:
                 answer = await self._post(client, kind, body)
             except _NotDelivered as exc:
@@ -235,7 +249,7 @@ class HttpTransport:
                 maybe_delivered = True
                 if kind not in SAFE_TO_REPEAT and kind not in _CONFIRMED:
                     raise TransportError(
-                        f"{kind} to {self.url}: the connection failed after the request was "
+                        f"{kind} to {self._shown_url}: the connection failed after the request was "
                         f"sent ({reason}), so it may or may not have taken effect, and {kind} is "
                         "not safe to repeat; treat the task as lost (its lease, if taken, "
                         "lapses and the server dispatches it again)"
@@ -244,7 +258,7 @@ class HttpTransport:
                 status_code, content = answer
                 if status_code == 500 and kind in SAFE_TO_REPEAT and \
                         anyio.current_time() + delay < deadline:
-                    log.warning("request_retried", kind=kind, url=self.url, status=500,
+                    log.warning("request_retried", kind=kind, url=self._shown_url, status=500,
                                 attempt=attempt)
                     await anyio.sleep(delay)
                     delay = min(delay * 2, self.backoff_max)
@@ -255,12 +269,13 @@ class HttpTransport:
                 return response
             if anyio.current_time() + delay >= deadline:
                 raise TransportError(
-                    f"{kind}: cannot reach the Resonate server at {self.url} ({reason}; "
+                    f"{kind}: cannot reach the Resonate server at {self._shown_url} ({reason}; "
                     f"tried {attempt} times for {self.retry_for:g} s). Check that the server "
                     "is running and that the URL is right (start a local one with "
                     "`python -m resonate_async dev`), or allow longer with retry_for="
                 ) from None
-            log.info("request_retried", kind=kind, url=self.url, reason=reason, attempt=attempt)
+            log.info("request_retried", kind=kind, url=self._shown_url, reason=reason,
+                     attempt=attempt)
             await anyio.sleep(delay)
             delay = min(delay * 2, self.backoff_max)
 
@@ -277,17 +292,21 @@ class HttpTransport:
         if answer.status_code in _PROXY_STATUSES and not _looks_like_envelope(answer):
             raise _Ambiguous(f"HTTP {answer.status_code} from an intermediary")
         if answer.status_code == 413:
-            raise ProtocolError(
+            raise RequestTooLargeError(
                 f"the server refused a request body of {len(body)} bytes as too large "
                 "(HTTP 413); keep arguments and results well under 2 MiB", kind=kind)
         return answer.status_code, answer.content
 
     def _decode(self, kind: str, corr_id: str, status_code: int, content: bytes) -> Response:
         try:
-            return decode_response(kind, corr_id, content, fence_preload=False)
+            response = decode_response(kind, corr_id, content, fence_preload=False)
         except ProtocolError:
             if status_code != 500:
                 raise
+        else:
+            # Success is 200 or 201 depending on the server (protocol.md, our decision 7);
+            # callers see one success status.
+            return Response(200, response.data) if response.status == 201 else response
         # A server that failed before it could read the request answers corrId "0".
         response = decode_response(kind, None, content)
         if response.status != 500:
@@ -316,17 +335,17 @@ class HttpTransport:
 
         The stream connects (and reconnects) in the background; ``await
         wait_subscribed(group, pid)`` to know when messages can arrive. With
-        ``accepts_work=False`` only unicast messages (``poll://uni@group/pid``) are wanted: the
-        server is asked for them (``?work=0``), and ``execute`` messages that a server which
-        ignores the request sends anyway are dropped here (the task is re-dispatched when
-        its retry timer fires), so callers see the same stream as with the embedded engine.
+        ``accepts_work=False`` only unicast messages (``poll://uni@group/pid``) are wanted.
+        A server cannot be told so (the Resonate server sends a group's anycast work to any
+        of its streams), so subscribe such a process in a group of its own (as ``Resonate``
+        does for ``worker=False``); an ``execute`` that arrives anyway is dropped here.
         Subscribing again with the same group and pid replaces the earlier subscription.
         ``on_connect`` is called after each successful (re)connection.
         """
         self._open_client(f"subscribe({group!r}, {pid!r})")
         tg = self._tg
         if tg is None:  # pragma: no cover - the client and the task group live together
-            raise NotStartedError(f"the HttpTransport to {self.url} is not open")
+            raise NotStartedError(f"the HttpTransport to {self._shown_url} is not open")
         self.unsubscribe(group, pid)
         send, receive = anyio.create_memory_object_stream[Message](math.inf)
         sub = _Subscription(group, pid, accepts_work, send, on_connect)
@@ -356,12 +375,18 @@ class HttpTransport:
             if self._subscriptions.get((group, pid)) is sub and sub.connected.is_set():
                 return
 
-    def poll_url(self, group: str, pid: str, *, accepts_work: bool = True) -> str:
-        url = f"{self.url}/poll/{quote(group, safe='')}/{quote(pid, safe='')}"
-        return url if accepts_work else url + "?work=0"
+    def poll_url(self, group: str, pid: str) -> str:
+        return f"{self.url}/poll/{quote(group, safe='')}/{quote(pid, safe='')}"
+
+    def stream_problem(self, group: str, pid: str) -> str | None:
+        """Why the server refuses the event stream of ``pid`` in ``group`` (it keeps being
+        retried), or ``None`` when it is connected or has not been refused."""
+        sub = self._subscriptions.get((group, pid))
+        return sub.refusal if sub is not None else None
 
     async def _poll(self, sub: _Subscription) -> None:
-        url = self.poll_url(sub.group, sub.pid, accepts_work=sub.accepts_work)
+        url = self.poll_url(sub.group, sub.pid)
+        shown = redact(url)
         delay = self.backoff
         with sub.scope:
             while True:
@@ -373,23 +398,50 @@ class HttpTransport:
                                              headers={"Accept": "text/event-stream"}) as answer:
                         if answer.status_code != 200:
                             text = (await answer.aread())[:200].decode(errors="replace")
-                            log.warning("poll_refused", url=url, status=answer.status_code,
-                                        body=text)
+                            self._refused(sub, shown, answer.status_code, text, delay)
                         else:
-                            log.info("poll_connected", url=url)
+                            log.info("poll_connected", url=shown)
+                            sub.refusal = None
                             delay = self.backoff
                             sub.connected.set()
                             if sub.on_connect is not None:
                                 sub.on_connect()
                             await self._read_events(sub, answer.aiter_lines())
-                            log.info("poll_closed", url=url)
+                            log.info("poll_closed", url=shown)
                 except httpx.HTTPError as exc:
-                    log.info("poll_failed", url=url, reason=_describe(exc))
+                    log.info("poll_failed", url=shown, reason=_describe(exc))
                 finally:
                     if sub.connected.is_set():
                         sub.connected = anyio.Event()
                 await anyio.sleep(delay)
                 delay = min(delay * 2, self.backoff_max)
+
+    def _refused(self, sub: _Subscription, shown: str, status: int, text: str,
+                 delay: float) -> None:
+        """Log, as an error that says why, that the server turned the event stream down.
+
+        Until the stream connects no work and no results reach this process, so the first
+        refusal (and any change of reason) is an error; identical repeats are logged at info.
+        """
+        said = " ".join(redact(text).split()) or "no reason given"
+        if status in (401, 403):
+            hint = ("The server wants a valid token: give every process the server's token "
+                    "(Resonate(token=...) or RESONATE_TOKEN)")
+        elif status == 429 or (status == 503 and "capacity" in said.lower()):
+            hint = ("The server is at its limit of open event streams (idle clients count "
+                    "too): stop idle clients or raise the server's limit")
+        elif status in _PROXY_STATUSES:
+            hint = "The server, or a proxy in front of it, is not available right now"
+        else:
+            hint = "Check the server's log"
+        problem = (f"the Resonate server at {self._shown_url} refused the event stream of "
+                   f"{sub.group}/{sub.pid} with HTTP {status} ({said}); no work and no "
+                   f"results reach this process until it connects. {hint}. "
+                   "Retrying with backoff")
+        event = log.error if problem != sub.refusal else log.info
+        event("poll_refused", url=shown, group=sub.group, pid=sub.pid, status=status,
+              reason=said, retry_in_s=round(delay, 3), detail=problem)
+        sub.refusal = problem
 
     async def _read_events(self, sub: _Subscription, lines: AsyncIterator[str]) -> None:
         data: list[str] = []
@@ -420,11 +472,11 @@ class HttpTransport:
                 return
 
     def __repr__(self) -> str:
-        return f"HttpTransport({self.url!r})"
+        return f"HttpTransport({self._shown_url!r})"
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc)
+    text = redact(str(exc))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

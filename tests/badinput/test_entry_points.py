@@ -52,6 +52,14 @@ def unregistered(ctx: Context) -> int:
     return 0
 
 
+def nested(depth: int) -> list[Any]:
+    """A list nested ``depth`` deep: ``[[[...]]]``."""
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -132,6 +140,26 @@ INVOCATION = [
          ValueError, ("timeout",)),
     Case("create with colon id", lambda r: r.promises.create("p:1", timeout=5),
          InvalidIdError, ("':'",)),
+    Case("argument nested 10,000 deep", lambda r: r.run("u8", registered, nested(10_000)),
+         EncodingError, ("arguments of 'registered'", "nested too deeply")),
+    Case("rpc argument nested 10,000 deep",
+         lambda r: r.rpc("u9", "registered", nested(10_000)), EncodingError,
+         ("nested too deeply",)),
+    Case("id with a lone surrogate", lambda r: r.run("a\udc80", registered, 1), InvalidIdError,
+         ("lone surrogate", "UTF-8")),
+    Case("rpc id with a lone surrogate", lambda r: r.rpc("b\udc80", "registered", 1),
+         InvalidIdError, ("lone surrogate",)),
+    Case("argument with a lone surrogate", lambda r: r.run("u10", registered, "x\udc80"),
+         EncodingError, ("arguments of 'registered'", "lone surrogate")),
+    Case("get an id with a lone surrogate", lambda r: r.get("c\udc80"), InvalidIdError,
+         ("lone surrogate",)),
+    Case("create a promise with a lone surrogate id",
+         lambda r: r.promises.create("d\udc80", timeout=5), InvalidIdError,
+         ("lone surrogate",)),
+    Case("resolve with a lone surrogate value", lambda r: r.promises.resolve("x", "\udc80"),
+         EncodingError, ("lone surrogate",)),
+    Case("tag with a lone surrogate", lambda r: r.options(tags={"k": "\udc80"}), ValueError,
+         ("lone surrogate",)),
 ]
 
 CASES = CONSTRUCTOR + REGISTRATION + OPTIONS + INVOCATION
@@ -196,6 +224,15 @@ MISTAKES_INSIDE = [
      "register it with @resonate.register"),
     ("unencodable step argument", lambda ctx: ctx.rpc(registered, object()), EncodingError,
      "cannot encode"),
+    ("rpc argument nested 10,000 deep", lambda ctx: ctx.rpc(registered, nested(10_000)),
+     EncodingError, "nested too deeply"),
+    ("rpc argument with a lone surrogate", lambda ctx: ctx.rpc(registered, "\udc80"),
+     EncodingError, "lone surrogate"),
+    ("call id with a lone surrogate", lambda ctx: ctx.run(double, 1).options(id="a\udc80"),
+     ContextError, "invalid call id"),
+    ("call tag with a lone surrogate",
+     lambda ctx: ctx.run(double, 1).options(tags={"k": "\udc80"}), ContextError,
+     "lone surrogate"),
 ]
 
 
@@ -238,3 +275,43 @@ async def test_a_file_that_is_not_an_engine_is_refused(tmp_path: Path) -> None:
     bogus.write_bytes(b"these are not the droids" * 100)
     with pytest.raises(ResonateError, match="cannot be used as an embedded engine file"):
         Resonate(path=bogus)
+
+
+async def test_durable_functions_nest_by_ctx_run_up_to_a_documented_depth(
+        app: Resonate) -> None:
+    """ctx.run of a durable function runs on its caller's stack: 100 deep works, deeper is
+    refused at the call with the limit and the way out, not stored as a RecursionError."""
+    @app.register
+    async def nest(ctx: Context, n: int) -> int:
+        return 0 if n == 0 else 1 + await ctx.run(nest, n - 1)
+
+    async with app:
+        assert await (await app.run("nest-100", nest, 100)).result(timeout=30) == 100
+        with pytest.raises(ContextError) as caught:
+            await (await app.run("nest-101", nest, 101)).result(timeout=30)
+        said = str(caught.value)
+        assert "would nest durable functions 101 deep, over the limit of 100" in said
+        assert "ctx.rpc" in said
+        assert "RecursionError" not in said
+        # the refused call created nothing: the deepest step is the 100th
+        assert "nest-101" + ":1" + ".1" * 99 in _ids(app)
+        assert "nest-101" + ":1" + ".1" * 100 not in _ids(app)
+
+
+async def test_a_lone_surrogate_in_a_step_result_fails_that_step_clearly(
+        app: Resonate) -> None:
+    @app.register
+    def read_name() -> str:
+        return b"caf\xe9".decode("utf-8", "surrogateescape")
+
+    @app.register
+    async def greeting(ctx: Context) -> str:
+        try:
+            return await ctx.run(read_name)
+        except EncodingError as exc:
+            return str(exc)
+
+    async with app:
+        said = await (await app.run("surrogate-result", greeting)).result(timeout=10)
+        assert said.startswith("result of ctx.run(read_name) [surrogate-result:1]"), said
+        assert "lone surrogate '\\udce9'" in said

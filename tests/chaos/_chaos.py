@@ -4,6 +4,7 @@ while a load of workflows runs through them; every workflow completes, none twic
 from __future__ import annotations
 
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ class ChaosReport:
     server_kills: int = 0
     executions: int = 0
     reexecuted: int = 0
+    kills_in_flight: int = 0  # kills made while some workflow had not yet settled its step
     violations: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -73,11 +75,15 @@ def check_log(log: Path, count: int, report: ChaosReport) -> None:
         report.violations.append(f"{len(missing)} workflows never ran their step: {missing[:10]}")
 
 
-async def run_chaos(directory: Path, *, count: int = 2000, workers: int = 3,
-                    chaos_seconds: float = 30.0, limit: float = 110.0,
-                    seed: int = 0) -> ChaosReport:
-    """Submit ``count`` workflows and SIGKILL workers (and, every few kills, the server) for
-    ``chaos_seconds``; then wait, at most until ``limit`` seconds in all, for every one."""
+async def run_chaos(directory: Path, *, count: int = 2000, workers: int = 3, kills: int = 20,
+                    stall: float = 60.0, seed: int = 0) -> ChaosReport:
+    """Submit ``count`` workflows and make ``kills`` SIGKILLs (every fifth one of the server,
+    the rest of a random worker) spread over their run; then wait for every one to finish.
+
+    No bound depends on the machine's speed: the kills are paced by the workflows' progress,
+    not by a clock, and the wait gives up only when no workflow has finished for ``stall``
+    seconds (a hang), however long the whole run takes on a slow or loaded machine.
+    """
     rng = random.Random(seed)
     began = time.monotonic()
     report = ChaosReport(count)
@@ -101,10 +107,12 @@ async def run_chaos(directory: Path, *, count: int = 2000, workers: int = 3,
                                 await anyio.sleep(0.2)
 
                 async def chaos() -> None:
-                    n = 0
-                    while time.monotonic() - began < chaos_seconds:
-                        await anyio.sleep(rng.uniform(0.5, 2.0))
-                        n += 1
+                    for n in range(1, kills + 1):
+                        # spread the kills over the work, not over time: kill n comes once
+                        # n / (kills + 1) of the steps have settled, however slow the machine
+                        while _settled_steps(log) < n * count // (kills + 1):
+                            await anyio.sleep(0.2)
+                        await anyio.sleep(rng.uniform(0.1, 0.5))
                         if n % 5 == 0:
                             await anyio.to_thread.run_sync(server.kill)
                             report.server_kills += 1
@@ -113,6 +121,8 @@ async def run_chaos(directory: Path, *, count: int = 2000, workers: int = 3,
                         else:
                             pool.kill(rng.randrange(workers))
                             report.worker_kills += 1
+                        if _settled_steps(log) < count:
+                            report.kills_in_flight += 1
                     calm.set()
 
                 calm = anyio.Event()  # the chaos is over and the server is up
@@ -121,16 +131,22 @@ async def run_chaos(directory: Path, *, count: int = 2000, workers: int = 3,
                     step = max(1, count // 20)
                     for lo in range(0, count, step):
                         submitters.start_soon(submit, lo, min(count, lo + step))
-                with anyio.move_on_after(max(1.0, limit - (time.monotonic() - began))):
-                    while True:
-                        await anyio.sleep(1.0)
-                        try:
-                            pending = [r async for r in client.promises.search(
-                                state="pending", tags=TAG, page_size=500)]
-                        except ResonateError:
-                            continue
-                        if not pending and calm.is_set():
-                            break
+                last_pending, progressed = count + 1, time.monotonic()
+                while True:
+                    await anyio.sleep(1.0)
+                    try:
+                        pending = len([r async for r in client.promises.search(
+                            state="pending", tags=TAG, page_size=500)])
+                    except ResonateError:
+                        pending = last_pending  # the server is down for a moment
+                    if pending == 0 and calm.is_set():
+                        break
+                    if pending < last_pending:
+                        last_pending, progressed = pending, time.monotonic()
+                    elif time.monotonic() - progressed > stall:
+                        report.violations.append(
+                            f"no workflow finished for {stall:.0f}s: {pending} still pending")
+                        break
                 tg.cancel_scope.cancel()
             for i, pid in enumerate(ids):
                 record = await client.promises.get(pid)
@@ -144,6 +160,17 @@ async def run_chaos(directory: Path, *, count: int = 2000, workers: int = 3,
     check_log(log, count, report)
     report.seconds = time.monotonic() - began
     return report
+
+
+def _settled_steps(log: Path) -> int:
+    """How many workflows have settled their step so far (a replay logs it again)."""
+    try:
+        return len(set(_SETTLED.findall(log.read_bytes())))
+    except FileNotFoundError:
+        return 0
+
+
+_SETTLED = re.compile(rb"^settled (\d+) ", re.MULTILINE)
 
 
 __all__ = ["ChaosReport", "run_chaos"]

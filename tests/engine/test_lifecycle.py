@@ -62,25 +62,58 @@ def test_a_task_suspended_on_several_promises_is_resumed_once_by_the_first(
     assert client.task("wf")["resumes"] == 2
 
 
-def test_a_sleeping_task_is_woken_by_its_timer_deadline(client: Client) -> None:
+TIMERS = "poll://any@resonate-timers"
+
+
+def test_a_sleeping_task_is_woken_by_its_targeted_timer_deadline(client: Client) -> None:
     v = client.run_root("wf")
-    timer = child_tags("wf", "wf:1", **{"resonate:timer": "true"})
+    timer = child_tags("wf", "wf:1", **{"resonate:timer": "true", "resonate:target": TIMERS})
     client.fence_create("wf", v, "wf:1", timeout=5000, tags=timer)
+    assert client.executes() == [(TIMERS, "wf:1", 0)]
     client.suspend("wf", v, ["wf:1"])
     client.tick(client.now + 4999)
     assert client.executes() == []
     client.tick(client.now + 1)
     assert client.executes() == [(TARGET, "wf", v)]
+    assert client.task("wf:1")["state"] == "fulfilled"
     claim = client.acquire("wf", v).data
     replayed = client.fence_create("wf", v + 1, "wf:1", tags=timer)
     assert replayed.data["action"]["data"]["promise"]["state"] == "resolved"
     assert claim["task"]["version"] == v + 1
 
 
-def test_a_task_awaiting_an_external_promise_is_woken_by_its_timeout(client: Client) -> None:
+def test_an_untargeted_timer_is_not_fired_in_the_background(client: Client) -> None:
+    # The Resonate server arms only targeted deadlines: an untargeted timer never wakes its
+    # awaiter by itself; the SDK must give its timers a target.
+    v = client.run_root("wf")
+    timer = child_tags("wf", "wf:1", **{"resonate:timer": "true"})
+    client.fence_create("wf", v, "wf:1", timeout=5000, tags=timer)
+    client.suspend("wf", v, ["wf:1"])
+    client.tick(client.now + 10_000)
+    assert client.executes() == []
+    assert client.task("wf")["state"] == "suspended"
+
+
+def test_touching_an_expired_untargeted_promise_times_it_out_and_wakes_its_awaiter(
+    client: Client,
+) -> None:
     v = client.run_root("wf")
     hitl = child_tags("wf", "wf:1", **{"resonate:external": "true"})
     client.fence_create("wf", v, "wf:1", timeout=5000, tags=hitl)
+    client.suspend("wf", v, ["wf:1"])
+    client.tick(client.now + 5000)
+    assert client.executes() == []
+    assert client.promise("wf:1")["state"] == "rejected_timedout"  # lazily, on access
+    assert client.executes() == [(TARGET, "wf", v)]
+
+
+def test_a_task_awaiting_a_targeted_external_promise_is_woken_by_its_timeout(
+    client: Client,
+) -> None:
+    v = client.run_root("wf")
+    hitl = child_tags("wf", "wf:1", **{"resonate:external": "true", "resonate:target": TIMERS})
+    client.fence_create("wf", v, "wf:1", timeout=5000, tags=hitl)
+    client.drain()
     client.suspend("wf", v, ["wf:1"])
     client.tick(client.now + 5000)
     assert client.executes() == [(TARGET, "wf", v)]
@@ -201,6 +234,8 @@ def test_next_due_names_the_earliest_armed_deadline(client: Client) -> None:
     client.create_root("wf")
     assert client.engine.next_due() == client.now + RETRY
     client.create("t", timeout=5000, tags={"resonate:timer": "true"})
+    assert client.engine.next_due() == client.now + RETRY  # untargeted: not armed
+    client.create("u", timeout=5000, tags={"resonate:timer": "true", "resonate:target": TIMERS})
     assert client.engine.next_due() == client.now + 5000
     client.tick(client.now + 5000)
     assert client.engine.next_due() == client.now - 5000 + RETRY
@@ -209,8 +244,9 @@ def test_next_due_names_the_earliest_armed_deadline(client: Client) -> None:
 def test_next_written_deadline_reports_the_earliest_new_deadline_once(client: Client) -> None:
     storage = client.engine.storage
     storage.next_written_deadline()
-    client.create("t", timeout=5000, tags={"resonate:timer": "true"})
-    client.create("u", timeout=3000, tags={"resonate:timer": "true"})
+    client.create("t", timeout=5000, tags={"resonate:timer": "true", "resonate:target": TIMERS})
+    client.create("u", timeout=3000, tags={"resonate:timer": "true", "resonate:target": TIMERS})
+    client.create("v", timeout=1000, tags={"resonate:timer": "true"})  # not armed
     assert storage.next_written_deadline() == client.now + 3000
     assert storage.next_written_deadline() is None
 

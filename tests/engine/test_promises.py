@@ -254,9 +254,12 @@ def test_settling_a_promise_just_before_its_deadline_succeeds(client: Client) ->
     assert client.settle("p").data["promise"]["state"] == "resolved"
 
 
-# deadlines armed by our decision 2 ----------------------------------------------------------------
-def test_tick_resolves_a_timer_at_its_deadline(client: Client) -> None:
-    client.create("t", timeout=1000, tags={"resonate:timer": "true"})
+# deadlines armed as the Resonate server arms them: only targeted promises ------------------------
+TIMERS = "poll://any@resonate-timers"
+
+
+def test_tick_resolves_a_targeted_timer_at_its_deadline(client: Client) -> None:
+    client.create("t", timeout=1000, tags={"resonate:timer": "true", "resonate:target": TIMERS})
     client.tick(client.now + 999)
     assert client.engine.storage.get_promise("t").state == "pending"  # type: ignore[union-attr]
     client.tick(client.now + 1)
@@ -265,8 +268,22 @@ def test_tick_resolves_a_timer_at_its_deadline(client: Client) -> None:
     assert (stored.state, stored.settled_at) == ("resolved", client.now)
 
 
-def test_tick_times_out_an_external_promise(client: Client) -> None:
-    client.create("h", timeout=1000, tags={"resonate:external": "true"})
+@pytest.mark.parametrize("tags", [{"resonate:timer": "true"}, {"resonate:external": "true"}])
+def test_tick_leaves_an_untargeted_timer_or_external_promise_to_time_out_on_access(
+    client: Client, tags: dict[str, str],
+) -> None:
+    client.create("h", timeout=1000, tags=tags)
+    client.tick(client.now + 5000)
+    stored = client.engine.storage.get_promise("h")
+    assert stored is not None
+    assert stored.state == "pending"
+    expected = "resolved" if "resonate:timer" in tags else "rejected_timedout"
+    assert client.promise("h")["state"] == expected
+    assert client.engine.storage.get_promise("h").state == expected  # type: ignore[union-attr]
+
+
+def test_tick_times_out_a_targeted_external_promise(client: Client) -> None:
+    client.create("h", timeout=1000, tags={"resonate:external": "true", "resonate:target": TIMERS})
     client.tick(client.now + 1000)
     stored = client.engine.storage.get_promise("h")
     assert stored is not None
@@ -295,8 +312,9 @@ def test_tick_leaves_a_local_promise_pending_past_its_deadline(client: Client) -
 
 
 def test_a_timer_timeout_sends_unblock_to_its_listeners(client: Client) -> None:
-    client.create("t", timeout=1000, tags={"resonate:timer": "true"})
+    client.create("t", timeout=1000, tags={"resonate:timer": "true", "resonate:target": TIMERS})
     client.listen("t")
+    client.drain()  # the timer task's execute, which goes to the timers' group
     client.tick(client.now + 1000)
     [(address, message)] = client.drain()
     assert address == UNI

@@ -116,9 +116,19 @@ def test_decode_data_rejects_integers_beyond_64_bits() -> None:
         decode_data("promise.create", b'{"id":"p","timeoutAt":9223372036854775808}')
 
 
-def test_decode_data_reports_invalid_utf8_as_a_validation_error() -> None:
+@pytest.mark.parametrize("data", [b'{"id":"\xff"}', b'{"id":"\xc3"}', b'{"id":"\xed\xa0\x80"}'])
+def test_decode_data_reports_invalid_utf8_as_a_validation_error_saying_what_to_fix(
+    data: bytes,
+) -> None:
+    # Whichever msgspec version: older ones raise UnicodeDecodeError, newer a DecodeError.
+    with pytest.raises(msgspec.ValidationError, match="must be encoded as UTF-8"):
+        decode_data("promise.get", data)
+
+
+@pytest.mark.parametrize("data", [b'{"id":', b'{"id":"x"', b'{"id":"x"}}'])
+def test_decode_data_reports_malformed_json_as_a_validation_error(data: bytes) -> None:
     with pytest.raises(msgspec.ValidationError):
-        decode_data("promise.get", b'{"id":"\xff"}')
+        decode_data("promise.get", data)
 
 
 def test_new_corr_ids_are_unique() -> None:
@@ -128,6 +138,8 @@ def test_new_corr_ids_are_unique() -> None:
 # parse_envelope ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(("body", "kind", "corr_id", "start"), [
     (b"\xff", "unknown", "0", "Invalid request envelope"),
+    (b'{"kind":"k","head":{"corrId":"c","version":"2026-04-01"},"data":{"id":"\xff"}}',
+     "unknown", "0", "Invalid request envelope: invalid UTF-8 (byte 0xff"),
     (b'{"kind":"k","head":{"corrId":"c"}}', "k", "c", "Invalid request envelope"),
     (b'{"kind":"","head":{"corrId":"c","version":"2026-04-01"},"data":{}}', "unknown", "c",
      "Missing or invalid 'kind'"),

@@ -22,11 +22,17 @@ from tests.runtime.spy import SpyTransport
 TRANSPORTS = ["memory", "sqlite", "http"]
 
 
+# The behaviour suite's server behaves as the Resonate server: no dev-server extension (full
+# preload in every fence answer, no heartbeat splitting) and its 30 s retry timeout, so a
+# client that relied on an extension, or on work being re-sent soon, fails here.
+DEV_SERVER_ARGS = ("--no-extensions", "--retry-timeout", "30")
+
+
 @pytest.fixture(scope="session")
 def http_url() -> Iterator[str]:
     from tests._devserver import dev_server
 
-    with dev_server() as server:
+    with dev_server(args=DEV_SERVER_ARGS) as server:
         yield server.url
 
 

@@ -113,7 +113,7 @@ async def test_a_body_of_exactly_2_mib_is_read(client: httpx.AsyncClient) -> Non
 
 
 async def test_a_request_delivers_its_messages(app: DevApp, client: httpx.AsyncClient) -> None:
-    conn = app.hub.register("g", "worker", True)
+    conn = app.hub.register("g", "worker")
     assert conn is not None
     await client.post("/", content=envelope("promise.create", {
         "id": "p1", "timeoutAt": FAR, "tags": {"resonate:target": "poll://any@g"}}))
@@ -125,11 +125,12 @@ async def test_a_request_delivers_its_messages(app: DevApp, client: httpx.AsyncC
 
 async def test_the_timer_wakes_early_for_a_deadline_a_request_wrote(
         app: DevApp, client: httpx.AsyncClient) -> None:
-    conn = app.hub.register("g", "client", False)
+    conn = app.hub.register("g", "client")
     assert conn is not None
     soon = time.time_ns() // 1_000_000 + 200
     await client.post("/", content=envelope("promise.create", {
-        "id": "timer1", "timeoutAt": soon, "tags": {"resonate:timer": "true"}}))
+        "id": "timer1", "timeoutAt": soon,
+        "tags": {"resonate:timer": "true", "resonate:target": "poll://any@resonate-timers"}}))
     listen = await client.post("/", content=envelope("promise.register_listener", {
         "awaited": "timer1", "address": "poll://uni@g/client"}))
     assert listen.json()["data"]["promise"]["state"] == "pending"
@@ -150,7 +151,7 @@ async def test_poll_refuses_connections_beyond_capacity() -> None:
 
 async def test_a_closed_app_ends_streams_and_refuses_new_ones(app: DevApp,
                                                              client: httpx.AsyncClient) -> None:
-    conn = app.hub.register("g", "p", True)
+    conn = app.hub.register("g", "p")
     assert conn is not None
     app.close()
     with anyio.fail_after(2), pytest.raises(anyio.EndOfStream):
@@ -161,7 +162,7 @@ async def test_a_closed_app_ends_streams_and_refuses_new_ones(app: DevApp,
 
 async def test_lifespan_is_acknowledged() -> None:
     app = DevApp(Engine.memory())
-    conn = app.hub.register("g", "p", True)
+    conn = app.hub.register("g", "p")
     assert conn is not None
     incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
     sent: list[dict[str, Any]] = []

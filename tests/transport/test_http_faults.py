@@ -442,13 +442,15 @@ async def test_a_cut_stream_reconnects_and_keeps_delivering() -> None:
     assert len(streams.requests) == 4
 
 
-async def test_a_subscription_without_work_asks_for_unicast_only() -> None:
+async def test_a_subscription_quotes_its_group_and_pid_and_sends_no_query() -> None:
+    # The Resonate server ignores ``?work=0``: a client that takes no work gets a group of
+    # its own instead, so the stream's URL carries nothing else.
     streams = FakeStreams()
     async with fake(streams) as t:
         t.subscribe("g 1", "pid/1", accepts_work=False)
         with anyio.fail_after(5):
             await t.wait_subscribed("g 1", "pid/1")
-    assert str(streams.requests[0].url) == URL + "/poll/g%201/pid%2F1?work=0"
+    assert str(streams.requests[0].url) == URL + "/poll/g%201/pid%2F1"
 
 
 async def test_unsubscribe_ends_the_stream() -> None:

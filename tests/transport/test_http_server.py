@@ -205,7 +205,28 @@ async def test_task_search_answers_a_page(server: DevServerProcess) -> None:
     assert len(response.data.tasks) <= 5
 
 
-async def test_anycast_alternates_between_the_workers_of_a_group(
+async def collect(streams: dict[str, MemoryObjectReceiveStream[Message]], count: int,
+                  seconds: float = 10) -> dict[str, list[Message]]:
+    """The next ``count`` messages of all ``streams`` together, by stream name."""
+    got: dict[str, list[Message]] = {name: [] for name in streams}
+    done = anyio.Event()
+
+    async def drain(name: str, stream: MemoryObjectReceiveStream[Message]) -> None:
+        async for message in stream:
+            got[name].append(message)
+            if sum(map(len, got.values())) >= count:
+                done.set()
+
+    with anyio.fail_after(seconds):
+        async with anyio.create_task_group() as tg:
+            for name, stream in streams.items():
+                tg.start_soon(drain, name, stream)
+            await done.wait()
+            tg.cancel_scope.cancel()
+    return got
+
+
+async def test_anycast_goes_to_one_connection_of_the_group_each_time(
         server: DevServerProcess) -> None:
     group = unique("g")
     async with HttpTransport(server.url) as t:
@@ -213,22 +234,23 @@ async def test_anycast_alternates_between_the_workers_of_a_group(
         with anyio.fail_after(5):
             await t.wait_subscribed(group, "a")
             await t.wait_subscribed(group, "b")
-        for i in range(4):
+        for i in range(6):
             await t.send(PromiseCreate(f"{group}-{i}", FAR, tags={TAG_TARGET: f"poll://any@{group}"}))
-        got_a = [await receive(a), await receive(a)]
-        got_b = [await receive(b), await receive(b)]
+        got = await collect({"a": a, "b": b}, 6)
         await nothing_arrives(a, 0.1)
-    ids = sorted(m.task_id for m in got_a + got_b if isinstance(m, Execute))
-    assert ids == [f"{group}-{i}" for i in range(4)]
+        await nothing_arrives(b, 0.1)
+    ids = sorted(m.task_id for m in got["a"] + got["b"] if isinstance(m, Execute))
+    assert ids == [f"{group}-{i}" for i in range(6)]
 
 
-async def test_a_process_without_work_gets_only_unicast(server: DevServerProcess) -> None:
-    group = unique("g")
+async def test_a_stream_in_a_group_of_its_own_gets_only_its_unicast(
+        server: DevServerProcess) -> None:
+    group, private = unique("g"), unique("resonate-client-")
     async with HttpTransport(server.url) as t:
-        client = t.subscribe(group, "client", accepts_work=False)
+        client = t.subscribe(private, "client", accepts_work=False)
         worker = t.subscribe(group, "worker")
         with anyio.fail_after(5):
-            await t.wait_subscribed(group, "client")
+            await t.wait_subscribed(private, "client")
             await t.wait_subscribed(group, "worker")
         await t.send(PromiseCreate(f"{group}-1", FAR, tags={TAG_TARGET: f"poll://any@{group}"}))
         await t.send(PromiseCreate(f"{group}-2", FAR,
@@ -236,12 +258,32 @@ async def test_a_process_without_work_gets_only_unicast(server: DevServerProcess
         assert isinstance(await receive(worker), Execute)
         assert isinstance(await receive(worker), Execute)
         await t.send(PromiseCreate(f"{group}-3", FAR, tags={TAG_EXTERNAL: "true"}))
-        await t.send(PromiseRegisterListener(f"{group}-3", f"poll://uni@{group}/client"))
+        await t.send(PromiseRegisterListener(f"{group}-3", f"poll://uni@{private}/client"))
         await t.send(PromiseSettle(f"{group}-3", "resolved"))
         message = await receive(client)
         await nothing_arrives(worker, 0.1)
     assert isinstance(message, Unblock)
     assert message.promise.id == f"{group}-3"
+
+
+async def test_the_dev_server_sends_anycast_work_to_a_stream_that_wants_none(
+        server: DevServerProcess) -> None:
+    # As the Resonate server, which ignores ``?work=0``: sharing the workers' group makes a
+    # stream a candidate for their work (the transport drops it, and the task waits for the
+    # server's retry timeout). Seen from the raw event stream, not through the transport.
+    import httpx
+
+    group = unique("g")
+    async with httpx.AsyncClient(timeout=10) as raw, \
+            raw.stream("GET", f"{server.url}/poll/{group}/client?work=0") as stream:
+        async with HttpTransport(server.url) as t:
+            await t.send(PromiseCreate(f"{group}-1", FAR,
+                                       tags={TAG_TARGET: f"poll://any@{group}"}))
+        with anyio.fail_after(5):
+            async for line in stream.aiter_lines():
+                if line.startswith("data: "):
+                    break
+    assert msgspec.json.decode(line[6:])["kind"] == "execute"
 
 
 async def test_a_send_waits_for_a_server_that_starts_later() -> None:
