@@ -25,6 +25,7 @@ import collections
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ SLEEP = timedelta(seconds=1.5)
 TTL = timedelta(seconds=2)  # heartbeats every second
 STEP_SECONDS = 2.5  # longer than the ttl: only heartbeats keep the lease
 DEADLINE = 60.0
-OURS = "resonate-async"  # the group of the resonate_async worker
+OURS = "async-workers"  # the group of the resonate_async worker ("resonate-*" is reserved)
 LABEL = "[official SDK on dev]"  # which SDK ran against which server
 
 
@@ -154,7 +155,7 @@ async def scenario_mixed(resonate: Resonate, fns: dict[str, Any], uid: str, url:
 async def main(url: str) -> int:
     resonate, fns, runs = build(url)
     uid = uuid.uuid4().hex[:12]
-    scenarios = {
+    scenarios: dict[str, Callable[[], Awaitable[str]]] = {
         "workflow": lambda: scenario_workflow(resonate, fns, uid),
         "overlapping": lambda: scenario_overlapping(resonate, fns, uid, runs),
         "approval": lambda: scenario_approval(resonate, fns, uid),

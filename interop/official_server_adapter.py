@@ -170,10 +170,15 @@ class Adapter:
         try:
             answer = (await self.connection.send(body.decode("utf-8", "replace"))).encode()
             status = int(json.loads(answer)["head"]["status"])
-        except (ServerError, DecodingError) as exc:
-            # The simulation raises where the server answers: give the wire's error answer.
-            status = exc.code if isinstance(exc, ServerError) else 400
-            message = exc.message if isinstance(exc, ServerError) else str(exc)
+        except Exception as exc:
+            # The simulation raises where the server answers: give the wire's error answer
+            # (400 for what it refuses, 500 "Internal error" for anything else, as the server).
+            if isinstance(exc, ServerError):
+                status, message = exc.code, exc.message
+            elif isinstance(exc, DecodingError):
+                status, message = 400, str(exc)
+            else:
+                status, message = 500, f"Internal error: {type(exc).__name__}: {exc}"
             answer = json.dumps({"kind": kind, "head": {"corrId": corr_id, "status": status,
                                                         "version": PROTOCOL_VERSION},
                                  "data": message}).encode()

@@ -54,6 +54,10 @@ SLEEP_SECONDS = 1.5
 WORKER_TTL = 3.0  # seconds: how long a SIGKILLed worker's lease outlives it
 STEP_BOUND = 120.0  # seconds any one wait of the scenario may take
 WORKERS = ("worker-a", "worker-b")
+WORKFLOW_CHECKS = ("local step", "rpc to another group", "fan-out over two workers",
+                   "caught remote error", "human in the loop",
+                   "SIGKILLed worker's work finished by another", "durable sleep",
+                   "detached work")
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,6 +360,24 @@ async def run_against(server: str) -> Checks:
     return checks
 
 
+def _value(task: asyncio.Future[str]) -> str | None:
+    """The result of a finished task, ``None`` if it did not finish or failed."""
+    if not task.done() or task.cancelled() or task.exception() is not None:
+        return None
+    return task.result()
+
+
+def logged_warnings(run_dir: Path, most: int = 5) -> list[str]:
+    """The distinct warnings and errors in the processes' logs (first ``most``)."""
+    seen: dict[str, str] = {}
+    for log in sorted(run_dir.glob("*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            if "[warning" in line or "[error" in line or "Traceback" in line:
+                text = line.split("]", 1)[-1].strip()
+                seen.setdefault(text.split(" ", 1)[0], f"{log.stem}: {text[:400]}")
+    return list(seen.values())[:most]
+
+
 def check_no_work_for_clients(checks: Checks, run_dir: Path, seen_by_server: list[str]) -> None:
     """The driver and the approver run no work (``worker=False``): no ``execute`` may reach
     them, or the task waits for the server's retry timeout (30 s). Evidence: the client
@@ -406,11 +428,15 @@ async def drive(server: str, url: str, run_dir: Path, procs: Processes,
             result = await bounded(f"workflow {wid}", lambda: handle.result())
         except Exception as exc:
             report = await pending_report(resonate, wid)
-            exits = procs.exited({"approver", killer.result() if killer.done() else ""})
+            exits = procs.exited({"approver", _value(killer) or ""})
             check("workflow", False, f"{type(exc).__name__}: {exc} [{report}] [{exits}]")
             for name, task in (("approver", approver), ("killer", killer)):
                 if not task.done():
                     print(f"     [{server}] still waiting: {name}", flush=True)
+            for warning in logged_warnings(run_dir):
+                print(f"     [{server}] logged: {warning}", flush=True)
+            for name in WORKFLOW_CHECKS:
+                check(name, False, "not checked: the workflow did not complete")
             return
         finally:
             for task in (approver, killer):
@@ -425,7 +451,7 @@ async def drive(server: str, url: str, run_dir: Path, procs: Processes,
               result["caught"])
         check("human in the loop", result["approval"] == {"approved": True, "by": "approver"},
               f"settled by a separate client process: {result['approval']}")
-        victim = killer.result() if killer.done() and not killer.cancelled() else None
+        victim = _value(killer)
         survivor = next((w for w in WORKERS if w != victim), None)
         check("SIGKILLed worker's work finished by another",
               victim is not None and result["held"] ==

@@ -5,6 +5,7 @@ Commands:
             local development and tests. Production deployments use the Resonate server
             (https://github.com/resonatehq/resonate), not this command.
     invoke  start an execution on the workers of a group (``--wait`` prints its result)
+    list    list executions (roots and rpc children; not steps), by function and state
     get     show a promise: state, value or error, tags, timeouts
     search  list promises by state and tags
     resolve / reject / cancel
@@ -133,6 +134,7 @@ def _dev(parser: argparse.ArgumentParser) -> Run:
 _CLIENT_COMMANDS = (
     ("invoke", "start an execution on the workers of a group (--wait: print its result)",
      "setup_invoke"),
+    ("list", "list executions (roots, rpc children) by function and state", "setup_list"),
     ("get", "show a promise: state, value or error, tags, timeouts", "setup_get"),
     ("search", "list promises, one per line, by state and tags", "setup_search"),
     ("resolve", "resolve a pending promise with a JSON value", "setup_resolve"),

@@ -1,8 +1,8 @@
 """The commands of ``python -m resonate_async`` that talk to an engine.
 
-``invoke``, ``get``, ``search``, ``resolve``, ``reject``, ``cancel`` and ``tree`` each work
-against a Resonate server (``--url``, default ``RESONATE_URL``) or the embedded engine in a
-SQLite file (``--db``). Each ``setup_*`` function declares a command's arguments on its
+``invoke``, ``list``, ``get``, ``search``, ``resolve``, ``reject``, ``cancel`` and ``tree``
+each work against a Resonate server (``--url``, default ``RESONATE_URL``) or the embedded
+engine in a SQLite file (``--db``). Each ``setup_*`` function declares a command's arguments on its
 subparser and returns the function that runs it (the exit status: 0, 1 when the command failed,
 2 for a usage error). Expected failures print one line to stderr, never a traceback.
 """
@@ -31,7 +31,7 @@ from resonate_async._errors import (
 from resonate_async._logging import configure_logging
 from resonate_async._records import PromiseRecord
 from resonate_async._redact import redact
-from resonate_async._tree import describe, function_of, outcome, render_tree
+from resonate_async._tree import describe, function_of, is_execution, outcome, render_tree
 from resonate_async.protocol import (
     PROMISE_STATES,
     TAG_ORIGIN,
@@ -222,11 +222,21 @@ def record_json(record: PromiseRecord) -> dict[str, Any]:
     except ResonateError as exc:
         param = f"<undecodable: {exc}>"
     return {
-        "id": record.id, "state": record.state, "kind": describe(record), "param": param,
+        "id": record.id, "state": record.state, "kind": describe(record),
+        "function": _function(record), "param": param,
         "value": value, "error": error, "tags": record.tags,
         "created_at": _iso(record.created_at), "timeout_at": _iso(record.timeout_at),
         "settled_at": _iso(record.settled_at),
     }
+
+
+def _function(record: PromiseRecord) -> str | None:
+    """The function a promise runs (roots, rpc and local steps), or ``None``."""
+    name = function_of(record)
+    if name is not None:
+        return name
+    kind, _, rest = describe(record).partition(" ")
+    return (rest or None) if kind in ("root", "run", "rpc", "detached", "call") else None
 
 
 def record_text(record: PromiseRecord) -> str:
@@ -391,6 +401,64 @@ def setup_search(parser: argparse.ArgumentParser) -> Run:
                         _out(f"{pid.ljust(w0)}  {state.ljust(w1)}  {what}")
             if more:
                 _err(f"(the first {args.limit} promises; more match: raise --limit)")
+            return 0
+
+        return _execute(args, body)
+
+    return run
+
+
+def setup_list(parser: argparse.ArgumentParser) -> Run:
+    parser.add_argument("--func", default=None, metavar="NAME",
+                        help="only executions of this function")
+    parser.add_argument("--state", choices=sorted(PROMISE_STATES), default=None,
+                        help="only executions in this state")
+    parser.add_argument("--roots", action="store_true",
+                        help="only top-level executions (no rpc or detached children)")
+    parser.add_argument("--limit", type=int, default=SEARCH_LIMIT, metavar="N",
+                        help=f"print at most N executions (default: {SEARCH_LIMIT})")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object per line (as `get --json`), for scripts")
+    add_connection(parser)
+
+    def run(args: argparse.Namespace) -> int:
+        if args.limit < 1:
+            return _fail(args, f"--limit {args.limit}: give a number of executions >= 1", 2)
+        if args.func is not None and not args.func.strip():
+            return _fail(args, "--func needs the registered name of a function, e.g. "
+                               "--func checkout", 2)
+
+        def wanted(record: PromiseRecord) -> bool:
+            if not is_execution(record):
+                return False
+            if args.roots and record.id != (record.tags.get(TAG_ORIGIN) or origin_of(record.id)):
+                return False
+            return args.func is None or _function(record) == args.func
+
+        async def body(resonate: Resonate) -> int:
+            found: list[PromiseRecord] = []
+            more = False
+            async for record in resonate.promises.search(state=args.state,
+                                                         page_size=PAGE_SIZE):
+                if not wanted(record):
+                    continue
+                if len(found) == args.limit:
+                    more = True
+                    break
+                found.append(record)
+            if args.json:
+                for record in found:
+                    _out(_dumps(record_json(record)))
+            else:
+                rows = [(r.id, r.state, _function(r) or "?", describe(r).partition(" ")[0],
+                         _iso(r.created_at) or "") for r in found]
+                widths = [max((len(row[c]) for row in rows), default=0) for c in range(4)]
+                for row in rows:
+                    _out("  ".join([*(row[c].ljust(widths[c]) for c in range(4)), row[4]]))
+            if more:
+                _err(f"(the first {args.limit} executions; more match: raise --limit)")
+            elif not found and not args.json:
+                _err("(no execution matches)")
             return 0
 
         return _execute(args, body)

@@ -355,7 +355,6 @@ class Resonate:
 
     async def _drive_local(self, claim: Claim, drive: Drive) -> None:
         task_id = claim.task.id
-        drive.timeout_at = claim.promise.timeout_at
         self._drives[task_id] = drive
         try:
             await self.worker.run_claimed(claim)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 import anyio
@@ -49,3 +51,14 @@ class SystemClock:
 
     async def background(self) -> None:
         await anyio.sleep_forever()
+
+
+def awaiting(clock: Clock) -> AbstractContextManager[object]:
+    """Mark, for the ``with`` block, that the caller waits for durable work on ``clock``.
+
+    ``Handle`` waits use it. A clock that cares (the test kit's ``VirtualClock`` moves time
+    only while someone waits for the SDK) offers an ``awaiting()`` method returning a context
+    manager; for any other clock this is a no-op, so ``Clock`` itself needs no such method.
+    """
+    mark = getattr(clock, "awaiting", None)
+    return mark() if callable(mark) else contextlib.nullcontext()

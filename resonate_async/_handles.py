@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from resonate_async._clock import Clock
+from resonate_async._clock import Clock, awaiting
 from resonate_async._context import Handle
 from resonate_async.protocol import Promise
 
@@ -32,10 +32,10 @@ class Drive:
 
     __slots__ = ("_event", "finished", "promise", "timeout_at")
 
-    def __init__(self) -> None:
+    def __init__(self, timeout_at: int | None = None) -> None:
         self.finished = False
         self.promise: Promise | None = None
-        self.timeout_at: int | None = None  # the root's deadline (Unix ms), once known
+        self.timeout_at = timeout_at  # the root's deadline (Unix ms)
         self._event: anyio.Event | None = None  # made only if someone waits
 
     async def wait(self, clock: Clock | None = None) -> None:
@@ -67,6 +67,10 @@ class RootState:
         self.drive = drive
 
     async def wait(self, handle: Handle[Any]) -> Any:
+        with awaiting(self.client.clock):  # a virtual clock moves time only while awaited
+            return await self._wait(handle)
+
+    async def _wait(self, handle: Handle[Any]) -> Any:
         drive = self.drive
         if drive is not None:
             await drive.wait(self.client.clock)

@@ -94,7 +94,7 @@ class Invoker:
                         f"the Resonate stopped while starting {id!r}: the execution exists and "
                         "resumes on another worker once this one's lease expires")
                 log.info("execution_created", promise_id=id, function=name)
-                drive = Drive()
+                drive = Drive(claim.promise.timeout_at)
                 tg.start_soon(client._drive_local, claim, drive)
         elif response.status == 422:
             raise ResonateError(f"promise {id!r} already exists and is not an execution (it "

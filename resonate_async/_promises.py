@@ -10,6 +10,7 @@ from resonate_async._checks import milliseconds, tags_problem
 from resonate_async._errors import ApplicationError, RegistrationError
 from resonate_async._records import PromiseRecord, ScheduleRecord
 from resonate_async._status import expect_ok
+from resonate_async.core._execution import halt_unrun_task
 from resonate_async.protocol import (
     TAG_EXTERNAL,
     TAG_TARGET,
@@ -62,7 +63,10 @@ class Promises:
         all_tags = {**_check_tags(tags), TAG_EXTERNAL: "true", TAG_TARGET: TIMER_TARGET}
         deadline = client.clock.now_ms() + milliseconds(timeout, "timeout", allow_zero=True)
         value = client.codec.encode(param, what=f"param of promise {id!r}")
-        return await self._one(PromiseCreate(id, deadline, value, all_tags), id)
+        record = await self._one(PromiseCreate(id, deadline, value, all_tags), id)
+        if record.state == "pending":
+            await halt_unrun_task(client.send, id)
+        return record
 
     async def get(self, id: str) -> PromiseRecord:
         """The promise ``id``; raises ``NotFoundError`` if there is none."""

@@ -29,6 +29,7 @@ from resonate_async.protocol import (
     TAG_EXTERNAL,
     TAG_ORIGIN,
     TAG_PARENT,
+    TAG_TARGET,
     TAG_TIMER,
     origin_of,
 )
@@ -105,10 +106,64 @@ def summary(record: PromiseRecord, width: int = DETAIL_WIDTH) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _natural(promise_id: str) -> tuple[tuple[int, int, str], ...]:
-    """Sort key: ids in call order (``r:2`` before ``r:10``; custom segments after)."""
+def call_order(promise_id: str) -> tuple[tuple[int, int, str], ...]:
+    """Sort key for ids: call counters numerically (``r:2`` before ``r:10``), named segments
+    (custom ids, ``d<hex>`` of detached calls) after the numbered ones."""
     parts = promise_id.replace(":", ".").split(".")
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts)
+
+
+def _segment(parent_id: str, child_id: str) -> str | None:
+    """The last segment of ``child_id`` when it is a direct child of ``parent_id`` by id."""
+    for sep in (":", "."):
+        prefix = parent_id + sep
+        if child_id.startswith(prefix) and not any(c in child_id[len(prefix):] for c in ":."):
+            return child_id[len(prefix):]
+    return None
+
+
+def _in_call_order(parent_id: str, children: list[Node]) -> list[Node]:
+    """The children of one promise in the order its function made them.
+
+    Numbered children (``r:1``, ``r:2``...) go by their counter. A call with a custom id
+    also takes a counter but its id does not show it, so the named children, in creation
+    order, fill the counters that no numbered child has (when created no later than the
+    next numbered child); any left over come last.
+    """
+    numbered: dict[int, Node] = {}
+    named: list[Node] = []
+    for child in children:
+        segment = _segment(parent_id, child.record.id)
+        if segment is not None and segment.isdigit() and int(segment) not in numbered:
+            numbered[int(segment)] = child
+        else:
+            named.append(child)
+    if not named:
+        return [numbered[k] for k in sorted(numbered)]
+    named.sort(key=lambda n: n.record.created_at)  # stable: equal times keep record order
+    out: list[Node] = []
+    waiting = 0
+    counters = sorted(numbered)
+    for i, k in enumerate(counters):
+        gap = k - (counters[i - 1] if i else 0) - 1
+        while gap > 0 and waiting < len(named) \
+                and named[waiting].record.created_at <= numbered[k].record.created_at:
+            out.append(named[waiting])
+            waiting += 1
+            gap -= 1
+        out.append(numbered[k])
+    out.extend(named[waiting:])
+    return out
+
+
+def is_execution(record: PromiseRecord) -> bool:
+    """Whether a promise is an execution: a root or an rpc/detached child, which a worker
+    runs as a task (it has a target); not a local step, a sleep, or a promise settled from
+    outside (``ctx.promise``, ``resonate.promises.create``)."""
+    tags = record.tags
+    if tags.get(TAG_TIMER) == "true" or tags.get(TAG_EXTERNAL) == "true":
+        return False
+    return TAG_TARGET in tags
 
 
 def _lineage_parent(promise_id: str, known: dict[str, PromiseRecord]) -> str | None:
@@ -134,7 +189,7 @@ def build_tree(records: Iterable[PromiseRecord]) -> list[Node]:
         known[record.id] = record
     nodes = {pid: Node(record) for pid, record in known.items()}
     tops: list[Node] = []
-    for pid in sorted(known, key=_natural):
+    for pid in known:
         parent = known[pid].tags.get(TAG_PARENT)
         if parent == pid or parent not in known:
             parent = _lineage_parent(pid, known)
@@ -142,6 +197,10 @@ def build_tree(records: Iterable[PromiseRecord]) -> list[Node]:
             tops.append(nodes[pid])
         else:
             nodes[parent].children.append(nodes[pid])
+    for node in nodes.values():
+        if len(node.children) > 1:
+            node.children = _in_call_order(node.record.id, node.children)
+    tops.sort(key=lambda n: call_order(n.record.id))
     return tops
 
 

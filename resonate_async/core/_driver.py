@@ -30,14 +30,19 @@ from resonate_async._errors import (
 from resonate_async._retry import RetryPolicy
 from resonate_async._tracing import execution_span
 from resonate_async.core import _threads
-from resonate_async.core._execution import Execution, LeaseLost, Outcome, PlatformFailure
+from resonate_async.core._execution import (
+    Execution,
+    LeaseLost,
+    Outcome,
+    PlatformFailure,
+    halt_unrun_task,
+)
 from resonate_async.core._failures import TaskFailures
 from resonate_async.core._registry import Registry
 from resonate_async.protocol import (
     PROTOCOL_VERSION,
     TAG_EXTERNAL,
     TAG_ORIGIN,
-    TAG_PARENT,
     TAG_TIMER,
     Action,
     ActionHead,
@@ -174,7 +179,7 @@ class Worker:
             queued[task_id] = max(queued[task_id], version)
             log.debug("execute_dropped", task_id=task_id, reason="already waiting here")
             return
-        if task_id in self.held:
+        if self._holds_newer(task_id, version):
             log.debug("execute_dropped", task_id=task_id, reason="already held")
             return
         if len(queued) >= self.max_queued:
@@ -189,9 +194,9 @@ class Worker:
                 log.debug("task_backing_off", task_id=task_id, seconds=wait)
                 await self.clock.sleep(wait)
             async with self.limiter:
-                if task_id in self.held:
-                    return
                 version = queued[task_id]
+                if self._holds_newer(task_id, version):
+                    return
                 try:
                     response = await self.send(
                         TaskAcquire(task_id, version, self.pid, self.ttl_ms))
@@ -210,6 +215,18 @@ class Worker:
             if waiting:
                 del queued[task_id]
 
+    def _holds_newer(self, task_id: str, version: int) -> bool:
+        """Whether this worker holds ``task_id`` at a version past ``version``: a message for
+        an older version is a duplicate of the dispatch we acquired. (One for the held version
+        itself may come from the engine before our own suspend's answer does: not dropped.)"""
+        held = self.held.get(task_id)
+        return held is not None and held > version
+
+    def _unhold(self, tid: str, version: int) -> None:
+        """Forget holding ``tid`` at ``version`` (not a newer claim of it made meanwhile)."""
+        if self.held.get(tid) == version:
+            del self.held[tid]
+
     async def run_claimed(self, claim: Claim) -> None:
         """Drive a task this process claimed itself (``task.create``), within the cap."""
         async with self.limiter:
@@ -221,7 +238,7 @@ class Worker:
         if task.state != "acquired" or task.pid != self.pid:
             return
         if root.tags.get(TAG_TIMER) == "true" or root.tags.get(TAG_EXTERNAL) == "true":
-            await self._park(task.id, task.version, root)  # never run as a function
+            await self._park(task.id)  # never run as a function
             return
         tid, version = task.id, task.version
         self.held[tid] = version
@@ -248,40 +265,23 @@ class Worker:
                 span.set_attribute("resonate.outcome", ended)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
-                if tid in self.held:
+                if self.held.get(tid) == version:
                     tlog.info("task_released", reason="worker stopping")
                     await self._release(tid, version)
             raise
         finally:
-            self.held.pop(tid, None)
+            self._unhold(tid, version)
 
-    async def _park(self, tid: str, version: int, root: Promise) -> None:
+    async def _park(self, tid: str) -> None:
         """Put away the task of a timer or an external promise, which no worker runs.
 
-        Its deadline or a settle fulfils it. Ours target a group nobody listens on, but other
-        SDKs target their workers' group. Suspending it on its parent (or origin) makes the
-        server send no more ``execute`` for it until then; merely dropping it would have the
-        server dispatch it again each time the lease lapses. One acquire, one suspend.
+        Ours are halted when created, but other SDKs (the official one) target their timers
+        at the workers' group, so we may be sent one. Halting it makes the server send no
+        more ``execute`` for it; merely dropping it would have the server dispatch it again
+        each time the lease lapses. Its deadline or a settle still fulfils it.
         """
-        tried: list[str] = []
-        for awaited in (root.tags.get(TAG_PARENT), root.tags.get(TAG_ORIGIN)):
-            if awaited is None or awaited == tid or awaited in tried \
-                    or origin_of(awaited) != origin_of(tid):
-                continue
-            tried.append(awaited)
-            action = Action("promise.register_callback", HEAD,
-                            PromiseRegisterCallback(awaited, tid))
-            try:
-                response = await self.send(TaskSuspend(tid, version, [action]))
-            except PlatformFailure as exc:
-                log.debug("timer_task_not_parked", task_id=tid, error=str(exc))
-                return
-            if response.status in (200, 201, 300, 409):
-                log.debug("timer_task_parked" if response.status in (200, 201)
-                          else "timer_task_not_parked", task_id=tid, awaiting=awaited,
-                          status=response.status)
-                return
-        log.debug("timer_task_not_parked", task_id=tid, tried=tried)
+        log.debug("timer_task_halted", task_id=tid)
+        await halt_unrun_task(self.send, tid)
 
     async def _drive(self, execution: Execution, tid: str, version: int, tlog: Any) -> str:
         """Run and replay ``execution`` until it ends; returns how: ``completed``, ``failed``,
@@ -403,7 +403,7 @@ class Worker:
                         tlog.info("execution_completed")
                     else:
                         tlog.info("execution_failed", error=repr(error))
-                    self.held.pop(tid, None)
+                    self._unhold(tid, version)
                     self.failures.succeeded(tid)
                     return
                 if response.status == 409:
@@ -440,7 +440,7 @@ class Worker:
             return None
         if response.status in (200, 300):
             if response.status == 200:
-                self.held.pop(tid, None)
+                self._unhold(tid, version)
             return response
         if response.status != 409:
             reason = f"suspend answered {response.status}: {response.data}"
@@ -460,7 +460,7 @@ class Worker:
                        tlog: Any = None) -> None:
         """Give the task back; ``failure`` (a platform failure's text) makes this worker back
         off before taking the task again."""
-        self.held.pop(tid, None)
+        self._unhold(tid, version)
         if failure is not None:
             self.failures.failed(tid, failure, tlog)
         try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
@@ -23,6 +23,7 @@ from anyio.abc import TaskGroup
 from resonate_async._context import Call, Context, Handle, now
 from resonate_async._errors import (
     ContextError,
+    DecryptionError,
     EncodingError,
     NonDeterminismError,
     RequestTooLargeError,
@@ -48,6 +49,7 @@ from resonate_async.protocol import (
     PromiseSettle,
     Response,
     TaskFence,
+    TaskHalt,
     Value,
     origin_of,
 )
@@ -62,6 +64,7 @@ CALL_TAG: Final = "resonate_async:call"
 DAY_MS: Final = 86_400_000
 _INLINE: Final = frozenset((now, random.random))
 REFUSED: Final = frozenset((400, 413, 422))
+LARGE_VALUE: Final = 64 * 1024  # an encoded value at least this large may be refused as such
 # ctx.run of a durable function runs on its caller's stack: deeper nesting than this would
 # exhaust Python's recursion limit, so it is refused at the call (ctx.rpc has no such limit).
 MAX_NESTING: Final = 100
@@ -286,19 +289,24 @@ class Execution:
 
     # durable writes ---------------------------------------------------------------------------
     async def _fence(self, action: FenceCreate | FenceSettle, promise_id: str) -> Promise:
+        settle = isinstance(action, FenceSettle)
+        size = len(action.data.value.data or "") if isinstance(action, FenceSettle) else 0
         try:
             response = await self.worker.send(TaskFence(self.id, self.version, action))
         except PlatformFailure as exc:
-            if isinstance(exc.__cause__, RequestTooLargeError):
+            # Believed only for a settle that is large: a 413 to a small request is garbage
+            # from somewhere (released and retried like any platform failure).
+            if (settle and isinstance(exc.__cause__, RequestTooLargeError)
+                    and size >= LARGE_VALUE):
                 raise Refused(f"durable call {promise_id} was refused: the request is too "
                               f"large ({exc.__cause__})") from None
             raise
-        return self._fenced(response, promise_id)
+        return self._fenced(response, promise_id, settle)
 
-    def _fenced(self, response: Response, promise_id: str) -> Promise:
+    def _fenced(self, response: Response, promise_id: str, settle: bool = False) -> Promise:
         if response.status == 409:
             raise LeaseLost(f"task {self.id} version {self.version} is no longer held")
-        if response.status in REFUSED:
+        if settle and response.status in REFUSED:
             raise Refused(f"durable call {promise_id} was refused ({response.status}): "
                           f"{response.data!s:.300}")
         if response.status != 200:
@@ -352,7 +360,7 @@ class Execution:
 
     async def _run_spawned(self, call: Call[Any], state: _LocalState) -> None:
         try:
-            state.value = await self._run_local(call)
+            state.value = await self._run_local(call, spawned=True)
         except Suspended as s:
             state.suspended = s
         except Exception as exc:
@@ -420,11 +428,13 @@ class Execution:
             timeout_at = self._deadline(call)
         p = await self._create(PromiseCreate(pid, timeout_at, param, tags))
         self._check(p, expected)
+        if p.state == "pending" and kind in ("sleep", "promise"):
+            await halt_unrun_task(self.worker.send, pid)
         if p.state == "pending" and kind != "detached":
             self.pending[pid] = None
         return type_
 
-    async def _run_local(self, call: Call[Any]) -> Any:
+    async def _run_local(self, call: Call[Any], *, spawned: bool = False) -> Any:
         worker = self.worker
         fn = worker.registry.describe(call.fn)
         pid = call.id
@@ -452,7 +462,12 @@ class Execution:
         what = f"result of ctx.run({fn.name}) [{pid}]"
         try:
             with step_span(fn.name, pid):
-                with Deadline(worker.clock, deadline, self._tg) as bound:
+                # An inline leaf without a timeout of its own runs under its caller's scope
+                # (cut off at the caller's deadline): a cancel scope per step would cost a
+                # third of the embedded per-step budget.
+                bounded = spawned or fn.durable or call.opts.timeout is not None
+                with (Deadline(worker.clock, deadline, self._tg) if bounded
+                      else _UNBOUNDED) as bound:
                     if fn.durable:
                         child = Context(self, pid, deadline, fn.name, call.ctx.id, depth)
                         if fn.is_async:
@@ -473,8 +488,10 @@ class Execution:
             too_large = worker._too_large(encoded, what)
             if too_large is not None:
                 raise too_large
-        except NonDeterminismError:
-            raise  # never recorded as the step's outcome: the execution fails as a whole
+        except (NonDeterminismError, DecryptionError):
+            # never recorded as the step's outcome: the execution fails as a whole (or, for a
+            # value this worker's key cannot read, the driver gives the task back)
+            raise
         except Exception as exc:
             await self._reject(fn.name, pid, exc)
         except BaseException as exc:
@@ -544,6 +561,22 @@ class Execution:
                 await clock.sleep(delay)
 
 
+class _Unbounded:
+    """Stands in for a ``Deadline`` where an enclosing one already bounds the work."""
+
+    __slots__ = ()
+    reached = False
+
+    def __enter__(self) -> _Unbounded:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+
+_UNBOUNDED: Final = _Unbounded()
+
+
 def _propagates(exc: BaseException) -> bool:
     """Whether ``exc`` (or anything in it, for a group) must unwind past user code: the
     driver's own signals and a real cancellation of ours."""
@@ -595,3 +628,22 @@ def _group_outcome(group: BaseExceptionGroup[Any]) -> Outcome:
             rest2.exceptions[0], BaseExceptionGroup):
         return Outcome("failed", error=rest2.exceptions[0])
     return Outcome("failed", error=rest2)
+
+
+async def halt_unrun_task(send: Callable[[TaskHalt], Awaitable[Response]],
+                          promise_id: str) -> None:
+    """Halt the task of a timer or external promise: no worker ever runs it.
+
+    Its ``resonate:target`` exists only so that servers arm its deadline. Halted, the task is
+    never dispatched (no ``execute`` re-sent every retry timeout, nothing for a server to log
+    as undeliverable) and still becomes fulfilled when the promise settles or times out.
+    Best effort: if the halt fails, the task only costs a dropped message per retry timeout.
+    ``send`` is a worker's (raises ``PlatformFailure``) or a client's (``ResonateError``).
+    """
+    try:
+        response = await send(TaskHalt(promise_id))
+    except (PlatformFailure, ResonateError) as exc:
+        log.debug("timer_task_not_halted", promise_id=promise_id, error=str(exc))
+        return
+    if response.status not in (200, 409):  # 409: already fulfilled, i.e. settled
+        log.debug("timer_task_not_halted", promise_id=promise_id, status=response.status)

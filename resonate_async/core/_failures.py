@@ -57,7 +57,7 @@ class TaskFailures:
         record.count += 1
         record.same = record.same + 1 if reason == record.reason else 1
         record.reason = reason
-        delay = float(min(self.first * 2 ** (record.count - 1), self.cap))
+        delay = min(self.first * 2.0 ** min(record.count - 1, 64), self.cap)
         record.not_before_ms = self.clock.now_ms() + int(delay * 1000)
         if record.same % self.report_after == 0:
             (tlog if tlog is not None else log.bind(task_id=task_id)).error(

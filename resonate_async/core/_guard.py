@@ -51,18 +51,19 @@ class Deadline:
         self._deadline_ms = deadline_ms
         self._tg = tg
         self._watcher: anyio.CancelScope | None = None
-        self.scope = anyio.CancelScope()
 
     def __enter__(self) -> Deadline:
         clock = self._clock
         remaining = (self._deadline_ms - clock.now_ms()) / 1000
-        if isinstance(clock, SystemClock) or self._tg is None:
-            self.scope.deadline = anyio.current_time() + remaining
-        elif remaining <= 0:
-            self.scope.cancel()
-        elif math.isfinite(remaining):
-            self._watcher = anyio.CancelScope()
-            self._tg.start_soon(_watch, clock, remaining, self.scope, self._watcher)
+        if type(clock) is SystemClock or self._tg is None:
+            self.scope = anyio.CancelScope(deadline=anyio.current_time() + remaining)
+        else:
+            self.scope = anyio.CancelScope()
+            if remaining <= 0:
+                self.scope.cancel()
+            elif math.isfinite(remaining):
+                self._watcher = anyio.CancelScope()
+                self._tg.start_soon(_watch, clock, remaining, self.scope, self._watcher)
         self.scope.__enter__()
         return self
 

@@ -12,13 +12,51 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import queue
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import anyio
 
 T = TypeVar("T")
+IDLE_SECONDS: Final = 10.0  # an idle pool thread exits after this long without work
+
+
+class _Pool:
+    """Daemon threads that take jobs from one queue; a job finds an idle thread or starts
+    one, and threads idle for ``IDLE_SECONDS`` exit. An abandoned job keeps its thread until
+    it returns; the thread then serves other jobs."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0  # threads waiting for a job and not yet promised one
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            self._jobs.put(job)
+            if self._idle > 0:
+                self._idle -= 1
+                return
+        threading.Thread(target=self._serve, name="resonate-step", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    if not self._jobs.empty():
+                        continue  # a job came in as the wait ran out: take it
+                    self._idle -= 1
+                    return
+            job()
+            with self._lock:
+                self._idle += 1
+
+
+_pool = _Pool()
 
 
 class _Result:
@@ -54,8 +92,8 @@ def _waker(event: anyio.Event) -> Callable[[], None]:
 
 
 async def run_sync(fn: Callable[[], T], *, grace: Callable[[], float],
-                   on_abandon: Callable[[], None], name: str = "resonate-step") -> T:
-    """Run ``fn()`` in a new daemon thread and return its result (or raise its exception).
+                   on_abandon: Callable[[], None]) -> T:
+    """Run ``fn()`` in a daemon thread and return its result (or raise its exception).
 
     Threads that run at once are bounded by anyio's default thread limiter, as with
     ``anyio.to_thread.run_sync``. When the awaiting task is cancelled, it waits up to
@@ -79,9 +117,10 @@ async def run_sync(fn: Callable[[], T], *, grace: Callable[[], float],
             wake()
 
     limiter = anyio.to_thread.current_default_thread_limiter()
-    await limiter.acquire()
+    borrower = object()  # not the task: it may hold a token of this limiter already
+    await limiter.acquire_on_behalf_of(borrower)
     try:
-        threading.Thread(target=target, name=name, daemon=True).start()
+        _pool.submit(target)
         try:
             await event.wait()
         except anyio.get_cancelled_exc_class():
@@ -93,7 +132,7 @@ async def run_sync(fn: Callable[[], T], *, grace: Callable[[], float],
                 on_abandon()
             raise
     finally:
-        limiter.release()
+        limiter.release_on_behalf_of(borrower)
     if result.error is not None:
         error, result.error = result.error, None
         raise error

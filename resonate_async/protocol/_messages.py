@@ -420,10 +420,13 @@ class ExecuteData(msgspec.Struct, frozen=True):
     task: TaskRef
 
 
-class Execute(msgspec.Struct, frozen=True, tag_field="kind", tag="execute"):
-    """"A task is ready to be (re)claimed": acquire it with ``data.task.version``."""
+class Execute(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="execute"):
+    """"A task is ready to be (re)claimed": acquire it with ``data.task.version``.
 
-    head: ExecuteHead
+    ``head`` may be absent (the official SDK's in-process server sends none): read as empty.
+    """
+
+    head: ExecuteHead = ExecuteHead()
     data: ExecuteData
 
     @property
@@ -443,10 +446,11 @@ class UnblockData(msgspec.Struct, frozen=True):
     promise: Promise
 
 
-class Unblock(msgspec.Struct, frozen=True, tag_field="kind", tag="unblock"):
-    """"A promise you listen to has settled": carries the whole settled record."""
+class Unblock(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="unblock"):
+    """"A promise you listen to has settled": carries the whole settled record (``head`` may
+    be absent, as for ``Execute``)."""
 
-    head: UnblockHead
+    head: UnblockHead = UnblockHead()
     data: UnblockData
 
     @property
@@ -458,8 +462,8 @@ Message = Execute | Unblock
 
 
 def execute_message(task_id: str, version: int, server_url: str = "") -> Execute:
-    return Execute(ExecuteHead(server_url), ExecuteData(TaskRef(task_id, version)))
+    return Execute(head=ExecuteHead(server_url), data=ExecuteData(TaskRef(task_id, version)))
 
 
 def unblock_message(promise: Promise) -> Unblock:
-    return Unblock(UnblockHead(), UnblockData(promise))
+    return Unblock(head=UnblockHead(), data=UnblockData(promise))

@@ -36,10 +36,10 @@ TAG_SCOPE: Final = "resonate:scope"
 TAG_SCHEDULE: Final = "resonate:schedule"
 
 # Group names the SDK keeps for itself (``Resonate(group=...)`` refuses them). Timers and
-# ``ctx.promise()`` deadlines target TIMER_GROUP, where no process listens: the Resonate server
-# arms a deadline only for a promise with ``resonate:target``, and its task's ``execute``
-# messages, addressed to an empty group, are dropped by the server and reach nobody. A client
-# that runs no work streams its unicast messages in a private group of its own.
+# awaited-from-outside promises target TIMER_GROUP, where no process listens: the Resonate
+# server arms a deadline only for a promise with ``resonate:target``. The task that the target
+# also creates is halted by the SDK right away (its first ``execute``, sent to an empty group,
+# is dropped). A client that runs no work streams in a private group of its own.
 RESERVED_GROUP_PREFIX: Final = "resonate-"
 TIMER_GROUP: Final = "resonate-timers"
 TIMER_TARGET: Final = f"poll://any@{TIMER_GROUP}"

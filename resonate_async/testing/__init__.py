@@ -2,7 +2,9 @@
 
 ``pip install resonate-async`` also installs a pytest plugin with a ``resonate`` fixture: an
 embedded ``Resonate`` whose clock (``resonate.clock``, a ``VirtualClock``) lets a workflow that
-sleeps a week finish in milliseconds.
+sleeps a week finish in milliseconds while the test awaits its result (time stands still
+while the test polls or sleeps on its own). ``attach(app_resonate)`` runs an application's
+own module-level instance the same way; ``wait_for_promise`` waits for an approval promise.
 
     async def test_reminder(resonate):
         @resonate.register
@@ -23,6 +25,7 @@ from resonate_async.testing._inspect import (
     execution_tree,
     render_execution,
 )
+from resonate_async.testing._kit import Kit, attach, wait_for_promise
 from resonate_async.testing._replay import ReplayCheckError, ReplayReport, check_replay
 from resonate_async.testing._simulation import busy, side_effect, simulate
 from resonate_async.testing._simulation_model import (
@@ -36,6 +39,7 @@ from resonate_async.testing._simulation_model import (
 __all__ = [
     "SKIP_TAG",
     "Faults",
+    "Kit",
     "ReplayCheckError",
     "ReplayReport",
     "SimulationError",
@@ -43,6 +47,7 @@ __all__ = [
     "Step",
     "VirtualClock",
     "Workflow",
+    "attach",
     "busy",
     "check_replay",
     "execution_records",
@@ -50,4 +55,5 @@ __all__ = [
     "render_execution",
     "side_effect",
     "simulate",
+    "wait_for_promise",
 ]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import math
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,15 +24,18 @@ class _Timer:
 
 
 class VirtualClock:
-    """A ``Clock`` whose time moves only when told, or when everything waits on it.
+    """A ``Clock`` whose time moves only when told, or while the test waits for the SDK.
 
     * ``await clock.advance(timedelta(hours=1))`` moves time forward, waking every sleeper
       due on the way in order (each gets to run before the next is woken).
-    * With ``auto_advance=True`` (the default), when every task of the program is blocked
-      and someone sleeps on this clock, time jumps to the earliest wake-up: a workflow that
-      sleeps a week completes in milliseconds. Waiting for real things (an ``anyio.sleep``,
-      a socket) looks like "blocked" too, so in a test use events, ``clock.advance``, or
-      ``auto_advance=False`` when the test itself must act between two durable waits.
+    * With ``auto_advance=True`` (the default), time jumps to the earliest wake-up when every
+      task of the program is blocked **and** someone waits for the SDK: awaits a handle from
+      ``resonate.run``/``rpc``/``get`` (``await handle``, ``handle.result(timeout=...)``), or
+      sits in ``clock.awaiting()`` or a kit helper such as ``wait_for_promise``. A workflow
+      that sleeps a week completes in milliseconds while the test awaits its result, and
+      time stands still while the test polls, sleeps (``anyio.sleep``) or waits for anything
+      real, so it can act (resolve an approval) between two durable waits.
+    * ``auto_advance=False``: time moves only through ``advance``.
 
     Use it with an embedded ``Resonate`` (``Resonate(clock=clock)``); a remote server has a
     clock of its own.
@@ -45,7 +50,8 @@ class VirtualClock:
         self.cushion = cushion
         self._timers: list[tuple[int, int, _Timer]] = []
         self._seq = 0
-        self._added: anyio.Event | None = None
+        self._demand = 0  # callers inside awaiting(): auto-advance moves time only then
+        self._changed: anyio.Event | None = None  # set when a timer or a waiter comes
 
     # reading ----------------------------------------------------------------------------------
     def now_ms(self) -> int:
@@ -60,9 +66,31 @@ class VirtualClock:
         timer = _Timer(self._now + max(0, math.ceil(seconds * 1000)))
         self._seq += 1
         heapq.heappush(self._timers, (timer.at, self._seq, timer))
-        if self._added is not None:
-            self._added.set()
+        self._wake_background()
         return timer
+
+    def _wake_background(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+
+    @contextlib.contextmanager
+    def awaiting(self) -> Iterator[None]:
+        """While inside, auto-advance may move time (the caller waits for durable work).
+
+        Handles of ``resonate.run``/``rpc``/``get`` enter it while awaited; use it around
+        any other wait of a test that should let durable time pass.
+        """
+        self._demand += 1
+        self._wake_background()
+        try:
+            yield
+        finally:
+            self._demand -= 1
+
+    @property
+    def awaited(self) -> bool:
+        """Whether someone waits for the SDK now (auto-advance may move time)."""
+        return self._demand > 0
 
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:
@@ -120,19 +148,40 @@ class VirtualClock:
         await settle()
 
     async def background(self) -> None:
-        """Auto-advance (when enabled): jump to the next wake-up whenever all tasks wait."""
+        """Auto-advance (when enabled): while someone waits for the SDK and every task is
+        blocked, jump to the next wake-up."""
         if not self.auto_advance:
             await anyio.sleep_forever()
         while True:
+            if self._demand == 0 or self._next() is None:
+                self._changed = anyio.Event()
+                await self._changed.wait()
+                continue
             await settle()
             await anyio.sleep(self.cushion)  # real time for worker threads to finish
             await settle()
-            if self._next() is None:
-                self._added = anyio.Event()
-                await self._added.wait()
-                continue
-            await self._fire_next()
+            # no task ran since settle() returned: the demand and the timers are current
+            if self._demand > 0 and self._next() is not None:
+                await self._fire_next()
 
+    async def step_until(self, done: Callable[[], Awaitable[bool]]) -> None:
+        """Move time one wake-up at a time until ``await done()`` is true.
+
+        Between two wake-ups every task runs until it blocks, and ``done`` is asked first:
+        time never passes a moment at which ``done`` would have been true. With nothing left
+        to wake, it waits (for real time, in steps of ``cushion``) for work to schedule more.
+        Bound it with ``anyio.fail_after``.
+        """
+        while True:
+            await settle()
+            if await done():
+                return
+            await anyio.sleep(self.cushion)  # real time for worker threads to finish
+            await settle()
+            if await done():
+                return
+            if self._next() is not None:
+                await self._fire_next()
 
 async def settle() -> None:
     """Return once every other task is blocked (waiting on something), on asyncio or trio."""

@@ -3,9 +3,11 @@
 Fixtures:
 
 * ``resonate``: a running ``Resonate`` on a fresh embedded engine with a ``VirtualClock`` at
-  ``resonate.clock`` (durable sleeps and timeouts pass instantly). Register your functions on
-  it inside the test. Needs anyio's pytest plugin (``@pytest.mark.anyio`` or
-  ``anyio_mode = "auto"``); runs on asyncio and trio.
+  ``resonate.clock`` (durable sleeps and timeouts pass instantly while the test awaits a
+  handle or a kit helper, and not while it polls or sleeps on its own). Register your
+  functions on it inside the test; to test an application's own module-level instance, use
+  ``resonate_async.testing.attach`` in a fixture of yours. Needs anyio's pytest plugin
+  (``@pytest.mark.anyio`` or ``anyio_mode = "auto"``); runs on asyncio and trio.
 * ``virtual_clock``: the clock alone, for building your own ``Resonate(clock=...)``.
 
 A ``resonate`` fixture defined in your own conftest.py takes precedence over this one.
@@ -23,7 +25,7 @@ from resonate_async.testing._clock import VirtualClock
 
 @pytest.fixture
 def virtual_clock() -> VirtualClock:
-    """A fresh ``VirtualClock`` that auto-advances when everything waits on it."""
+    """A fresh ``VirtualClock`` that auto-advances while the test awaits the SDK."""
     return VirtualClock()
 
 

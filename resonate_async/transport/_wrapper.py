@@ -26,6 +26,12 @@ class WrappedTransport:
     def delivers_all(self) -> bool:
         return self.inner.delivers_all
 
+    @property
+    def max_request_bytes(self) -> int | None:
+        """The inner transport's request size limit (``None``: none known)."""
+        limit = getattr(self.inner, "max_request_bytes", None)
+        return limit if isinstance(limit, int) else None
+
     async def send(self, request: Request) -> Response:
         return await self.inner.send(request)
 

@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import httpx
 import msgspec
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -110,6 +111,7 @@ def _transport(handler: Any) -> HttpTransport:
                          retry_for=0.01, backoff=0.001, backoff_max=0.002)
 
 
+@pytest.mark.slow  # hypothesis fuzzing
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(request=st.sampled_from(REQUESTS), answer=answers())
 def test_every_server_answer_is_a_response_or_a_resonate_error(
@@ -133,6 +135,7 @@ def test_every_server_answer_is_a_response_or_a_resonate_error(
     anyio.run(main)
 
 
+@pytest.mark.slow  # hypothesis fuzzing of real servers
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plan=st.lists(st.one_of(st.none(), answers()), min_size=1, max_size=12),
        executed=st.lists(st.booleans(), min_size=12, max_size=12))

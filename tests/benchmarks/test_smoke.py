@@ -7,6 +7,7 @@ import pytest
 from benchmarks._runner import NAMES, main
 
 
+@pytest.mark.slow  # every benchmark, on real servers for http
 @pytest.mark.parametrize("mode", ["memory", "sqlite", "http"])
 def test_every_benchmark_runs_and_prints_its_figures(
         mode: str, capsys: pytest.CaptureFixture[str]) -> None:

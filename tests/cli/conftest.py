@@ -101,6 +101,9 @@ def db(tmp_path: Path) -> str:
             await resonate.run("order-1", "flow", 3)
             with anyio.fail_after(10):
                 await ready.wait()
+                # notify ran; its step is settled just after: wait for that, not for luck
+                while (await resonate.promises.get("order-1:6")).pending:
+                    await anyio.sleep(0.01)
 
     anyio.run(prepare)
     return str(path)

@@ -200,6 +200,7 @@ def db_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("equivalence")
 
 
+@pytest.mark.slow  # hypothesis: 120 sequences through both storages
 @settings(max_examples=120, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(sequence=st.lists(steps, min_size=30, max_size=60),

@@ -46,6 +46,7 @@ def test_every_example_is_tested() -> None:
     assert all((ROOT / test).exists() for test in SERVICES.values())
 
 
+@pytest.mark.slow  # a process per example, and a dev server for http
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 @pytest.mark.parametrize("engine", ["embedded", "http"])
 def test_example_prints_its_result(name: str, engine: str) -> None:

@@ -79,11 +79,29 @@ async def test_an_unsettled_promise_rejects_its_awaiter_with_timed_out_error_at_
     assert promise.tags[TAG_TARGET] == TIMER_TARGET
 
 
+async def test_the_task_of_a_pending_timer_is_halted_so_it_is_never_dispatched_again(
+        resonate: Resonate, uid: Callable[[str], str]) -> None:
+    # The timer's target only makes servers arm its deadline; halted, its task is not re-sent
+    # every retry timeout (nothing to drop, nothing for a server to log).
+    @resonate.register
+    async def long_nap(ctx: Context) -> None:
+        await ctx.sleep(3600)
+
+    root = uid("longnap")
+    async with resonate:
+        await resonate.run(root, long_nap)
+        with anyio.fail_after(20):
+            while (await resonate.send(TaskGet(root))).data.task.state != "suspended":
+                await anyio.sleep(0.02)
+        timer_task = (await resonate.send(TaskGet(f"{root}:1"))).data.task
+    assert timer_task.state == "halted"
+
+
 async def test_a_worker_never_runs_a_timer_sent_to_its_group_and_asks_for_it_once(
         connect: Connect, uid: Callable[[str], str]) -> None:
     # The official SDK targets its timers at the workers' group: our worker gets ``execute``
-    # for them. It must not run them, nor acquire them again every lease: it parks the timer
-    # on its parent until the deadline settles it.
+    # for them. It must not run them, nor acquire them again every lease: it halts the
+    # timer's task, which the deadline still settles.
     log: list[tuple[str, int]] = []
     worker = connect(spy=log)
     root = uid("foreign")
@@ -97,7 +115,7 @@ async def test_a_worker_never_runs_a_timer_sent_to_its_group_and_asks_for_it_onc
                 TAG_ORIGIN: root}
         assert (await worker.send(PromiseCreate(timer, due, tags=tags))).status == 200
         with anyio.fail_after(20):
-            while (await worker.send(TaskGet(timer))).data.task.state != "suspended":
+            while (await worker.send(TaskGet(timer))).data.task.state != "halted":
                 await anyio.sleep(0.02)
         assert (await record(worker, timer)).state == "pending"  # not run, not settled
         with anyio.fail_after(20):
@@ -105,9 +123,10 @@ async def test_a_worker_never_runs_a_timer_sent_to_its_group_and_asks_for_it_onc
                 await anyio.sleep(0.05)
         settled = await record(worker, timer)
     assert (settled.state, settled.value.data) == ("resolved", None)
-    assert [kind for kind, _ in log].count("task.acquire") == 1
-    assert ("task.suspend", 200) in log
-    assert "task.fulfill" not in [kind for kind, _ in log]
+    kinds = [kind for kind, _ in log]
+    assert kinds.count("task.acquire") == 1
+    assert ("task.halt", 200) in log
+    assert "task.fulfill" not in kinds
 
 
 async def test_a_client_that_takes_no_work_is_never_sent_any(

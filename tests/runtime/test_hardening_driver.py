@@ -8,6 +8,7 @@ a test measures back-off it asserts a lower bound on elapsed time, which load ca
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import threading
 import time
@@ -21,8 +22,10 @@ from structlog.testing import capture_logs
 
 from resonate_async import Context, EncodingError, Resonate, TimedOutError, configure_logging
 from resonate_async._errors import RequestTooLargeError, TransportError
-from resonate_async.core._failures import BACKOFF_FIRST, REPORT_AFTER
+from resonate_async.core import _threads
+from resonate_async.core._failures import BACKOFF_FIRST, REPORT_AFTER, TaskFailures
 from resonate_async.protocol import Request, Response, TaskFulfill, TaskGet
+from resonate_async.testing import VirtualClock
 from tests.runtime.conftest import Connect
 from tests.runtime.spy import SpyTransport
 
@@ -68,8 +71,12 @@ class Limited(SpyTransport):
 
     def __init__(self, inner: Any, limit: int) -> None:
         super().__init__(inner, [])
-        self.max_request_bytes = limit
+        self.limit = limit
         self.sizes: list[int] = []
+
+    @property
+    def max_request_bytes(self) -> int | None:
+        return self.limit
 
     async def send(self, request: Request) -> Response:
         if isinstance(request, TaskFulfill):
@@ -287,10 +294,18 @@ async def test_duplicate_execute_messages_do_not_queue_behind_a_full_worker(
             while limiter.statistics().tasks_waiting < 1:
                 await anyio.sleep(0.01)
         version = (await resonate.send(TaskGet(root))).data.task.version
+        returned: list[int] = []
+
+        async def deliver() -> None:
+            await resonate.worker.on_execute(root, version)
+            returned.append(1)
+
         async with anyio.create_task_group() as tg:  # the engine's re-sends, many times over
             for _ in range(500):
-                tg.start_soon(resonate.worker.on_execute, root, version)
-            await anyio.sleep(0.05)
+                tg.start_soon(deliver)
+            with anyio.fail_after(WAIT):  # each duplicate is dropped at once
+                while len(returned) < 500:
+                    await anyio.sleep(0.01)
             waiting = limiter.statistics().tasks_waiting
         gate.set()
         with anyio.fail_after(WAIT):
@@ -371,3 +386,86 @@ async def test_leaving_async_with_does_not_wait_for_a_blocked_sync_step_beyond_i
                 assert await handle == "late"
     finally:
         unblock.set()
+
+
+def test_back_off_doubles_to_its_cap_and_the_same_failure_is_reported_every_n_times() -> None:
+    clock = VirtualClock()
+    failures = TaskFailures(clock, first=0.1, cap=30.0, report_after=5)
+    with capture_logs() as logs:
+        delays = [failures.failed("t", "fence answered 500") for _ in range(2000)]
+        failures.failed("t", "another failure")  # a different failure starts a new count
+    assert delays[:4] == [0.1, 0.2, 0.4, 0.8]
+    assert max(delays) == 30.0 and delays[-1] == 30.0  # thousands of failures: still capped
+    assert failures.wait_s("t") == 30.0
+    reports = [e for e in logs if e["event"] == "task_failing_repeatedly"]
+    assert len(reports) == 2000 // 5
+    assert reports[0]["failures"] == 5 and reports[0]["log_level"] == "error"
+    failures.succeeded("t")
+    assert failures.wait_s("t") == 0.0 and failures.count("t") == 0
+
+
+async def test_sync_code_runs_in_daemon_threads_that_can_be_abandoned() -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var")
+    var.set("caller")
+    seen: list[tuple[str, bool]] = []
+
+    def look() -> str:
+        seen.append((var.get(), threading.current_thread().daemon))
+        return "looked"
+
+    def fail() -> None:
+        raise KeyError("inside")
+
+    assert await _threads.run_sync(look, grace=lambda: 0.0, on_abandon=lambda: None) == "looked"
+    assert seen == [("caller", True)]  # the caller's context, a daemon thread
+    with pytest.raises(KeyError):
+        await _threads.run_sync(fail, grace=lambda: 0.0, on_abandon=lambda: None)
+
+    release = threading.Event()
+    abandoned: list[bool] = []
+    try:
+        with anyio.move_on_after(0.05):
+            await _threads.run_sync(lambda: release.wait(WAIT), grace=lambda: 0.05,
+                                    on_abandon=lambda: abandoned.append(True))
+        assert abandoned == [True]  # cancelled, waited its grace, and left the thread behind
+        assert not release.is_set()
+        # the abandoned thread holds no slot of the thread limiter: more work still runs
+        assert anyio.to_thread.current_default_thread_limiter().borrowed_tokens == 0
+        assert await _threads.run_sync(look, grace=lambda: 0.0, on_abandon=lambda: None)
+    finally:
+        release.set()
+
+
+async def test_execute_messages_beyond_the_bound_are_dropped_not_queued(
+        connect: Connect, uid: Callable[[str], str]) -> None:
+    resonate = connect(concurrency=1)
+    resonate.worker.max_queued = 8
+    gate, holding = anyio.Event(), anyio.Event()
+
+    @resonate.register
+    async def hold(ctx: Context) -> None:
+        holding.set()
+        await gate.wait()
+
+    async with resonate:
+        blocker = await resonate.run(uid("hold"), hold)
+        with anyio.fail_after(WAIT):  # it holds the only slot
+            await holding.wait()
+        limiter = resonate.worker.limiter
+        returned: list[str] = []
+
+        async def deliver(task_id: str) -> None:
+            await resonate.worker.on_execute(task_id, 0)
+            returned.append(task_id)
+
+        async with anyio.create_task_group() as tg:
+            for n in range(200):  # a backlog of distinct tasks (unknown ids: never acquired)
+                tg.start_soon(deliver, uid(f"backlog{n}"))
+            with anyio.fail_after(WAIT):  # all but 8 are dropped at once
+                while len(returned) < 200 - 8:
+                    await anyio.sleep(0.01)
+            waiting = limiter.statistics().tasks_waiting
+            gate.set()
+        with anyio.fail_after(WAIT):
+            await blocker
+    assert waiting == 8

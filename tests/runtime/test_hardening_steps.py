@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 
 import anyio
 import pytest
@@ -21,6 +22,7 @@ from resonate_async import (
 )
 from resonate_async._errors import RequestTooLargeError
 from resonate_async.protocol import FenceSettle, Request, Response, TaskFence
+from resonate_async.testing import VirtualClock
 from resonate_async.transport import WrappedTransport
 from tests.runtime.conftest import Connect
 
@@ -168,16 +170,17 @@ async def test_an_async_step_past_its_timeout_is_cancelled_and_times_out(
 
     @resonate.register
     async def stuck(ctx: Context, name: str) -> str:
+        call = ctx.run(hang, name).options(timeout=1, retry=Never())
         try:
-            await ctx.run(hang, name).options(timeout=1, retry=Never())
+            await (await call.spawn() if name == "spawned" else call)
         except TimedOutError as exc:
             return f"timed out: {exc}"
         return "finished"
 
     async with resonate:
         # two hanging steps take both slots; the third workflow needs one of them
-        first = await resonate.run(uid("stuck"), stuck, "a")
-        second = await resonate.run(uid("stuck"), stuck, "b")
+        first = await resonate.run(uid("stuck"), stuck, "awaited")
+        second = await resonate.run(uid("stuck"), stuck, "spawned")
         after = await resonate.run(uid("after"), healthy, 3)
         with anyio.fail_after(30):
             for handle in (first, second):
@@ -185,7 +188,7 @@ async def test_an_async_step_past_its_timeout_is_cancelled_and_times_out(
                 assert said.startswith("timed out: ctx.run(hang)"), said
                 assert "did not finish before its deadline" in said
             assert await after == 6
-        assert sorted(cancelled) == ["a", "b"]
+        assert sorted(cancelled) == ["awaited", "spawned"]
         with pytest.raises(TimedOutError):
             (await resonate.promises.get(f"{first.id}:1")).result()
 
@@ -328,3 +331,28 @@ async def test_a_small_result_passes_a_declared_limit(
     async with resonate:
         with anyio.fail_after(30):
             assert await (await resonate.run(uid("small"), healthy, 7)) == 14
+
+
+async def test_a_step_deadline_follows_the_workers_virtual_clock(
+        uid: Callable[[str], str]) -> None:
+    clock = VirtualClock()
+    resonate = Resonate(clock=clock)
+    never = anyio.Event()
+
+    @resonate.register
+    async def wait_for_mail() -> None:
+        await never.wait()
+
+    @resonate.register
+    async def patient(ctx: Context) -> str:
+        try:
+            await ctx.run(wait_for_mail).options(timeout=timedelta(minutes=10), retry=Never())
+        except TimedOutError:
+            return "gave up"
+        return "got mail"
+
+    async with resonate:
+        start = clock.now()
+        with anyio.fail_after(30):  # real seconds: ten virtual minutes pass at once
+            assert await (await resonate.run(uid("patient"), patient)) == "gave up"
+        assert clock.now() - start >= timedelta(minutes=10)

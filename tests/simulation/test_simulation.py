@@ -18,7 +18,7 @@ from resonate_async.testing import (
 )
 from tests.simulation.corpus import KINDS, PROFILES, build_app, workload
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]  # many seeds, each a whole run
 
 SEEDS = range(0, 24)
 

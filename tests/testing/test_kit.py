@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import timedelta
 
 import anyio
@@ -135,24 +136,23 @@ async def test_check_replay_passes_for_a_deterministic_workflow(resonate: Resona
 
 async def test_check_replay_reports_the_crash_point_of_a_non_durable_side_effect(
         resonate: Resonate) -> None:
-    counter = {"n": 0}
-
     @resonate.register
     def step() -> int:
         return 1
 
     @resonate.register
     async def leaky(ctx: Context) -> int:
-        counter["n"] += 1  # not a durable step: a replay after a crash sees another value
+        pick = random.randint(1, 10**9)  # not a durable step: a replay draws another value
         first = await ctx.run(step)
         await ctx.run(step)
-        return first + counter["n"]
+        return first + pick
 
     with anyio.fail_after(60), pytest.raises(ReplayCheckError) as info:
         await check_replay(resonate, leaky)
     message = str(info.value)
     assert "crash after durable write #" in message
     assert "outcome differs" in message
+    assert info.value.crash_point is not None and info.value.crash_point in message
 
 
 async def test_execution_tree_shows_each_promise_with_its_call_state_and_value(

@@ -176,3 +176,17 @@ async def test_a_full_fence_preload_is_skipped_unread_and_the_action_decoded() -
     assert response.status == 200
     assert response.data.action.data.promise.id == "wf:5001"
     assert response.data.preload == []
+
+
+# -- push messages -------------------------------------------------------------------------------
+def test_push_messages_without_a_head_are_read() -> None:
+    """The official SDK's in-process server sends ``execute``/``unblock`` with no ``head``."""
+    from resonate_async.protocol import Execute, Unblock, decode_message
+
+    execute = decode_message(b'{"kind":"execute","data":{"task":{"id":"wf","version":3}}}')
+    assert isinstance(execute, Execute)
+    assert (execute.task_id, execute.version, execute.head.server_url) == ("wf", 3, "")
+    unblock = decode_message(json.dumps({"kind": "unblock", "data": {"promise": promise(
+        "wf", state="resolved")}}).encode())
+    assert isinstance(unblock, Unblock)
+    assert (unblock.promise.id, unblock.promise.state) == ("wf", "resolved")
