@@ -17,6 +17,10 @@ class Transport(Protocol):
     ``send`` never raises for an answer the engine gave (4xx/5xx come back as a ``Response``);
     it raises ``ProtocolError`` for an answer it cannot understand, and ``TransportError`` when
     the engine cannot be reached. Enter it (``async with``) before use.
+
+    Optionally, ``max_request_bytes: int | None``: the largest request the engine accepts;
+    the SDK checks results against it before sending (read with ``getattr``, so a transport
+    without it is checked by the engine's own refusal).
     """
 
     @property

@@ -55,6 +55,7 @@ class EmbeddedTransport:
     """
 
     delivers_all = True  # in-process: nothing between the engine and the subscriber
+    max_request_bytes: int | None = None  # no wire, no body limit
 
     def __init__(self, engine: Engine | None = None, *, clock: Clock | None = None,
                  close_engine: bool | None = None, recover: bool | None = None) -> None:

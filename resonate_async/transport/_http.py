@@ -71,6 +71,8 @@ SAFE_TO_REPEAT: Final = frozenset({
 })
 # Repeated after an ambiguous failure, with the outcome confirmed (see ``_confirm``).
 _CONFIRMED: Final = frozenset({"task.fulfill"})
+# The request body limit of the Resonate server (its web framework's default) and of ours.
+MAX_REQUEST_BYTES: Final = 2 * 1024 * 1024
 _PROXY_STATUSES: Final = frozenset({502, 503, 504})
 # The server sends nothing on an idle stream: TCP keep-alive notices a peer that vanished
 # without closing the connection (a crashed host, a dropped NAT entry).
@@ -127,6 +129,10 @@ class HttpTransport:
         connect_timeout: seconds to wait for a TCP connection.
         max_connections: size of the connection pool.
         max_in_flight: how many ``POST /`` requests may be under way at once (the rest wait).
+        max_request_bytes: the largest request body the server accepts (the Resonate server
+            and the dev server: 2 MiB, answering 413 above it); the SDK checks results against
+            it before sending and fails the step or execution with a clear ``EncodingError``.
+            ``None``: no check here (the server's 413 still ends the work the same way).
         transport: an ``httpx.AsyncBaseTransport`` to use instead of the network (tests).
 
     Nothing happens at construction; ``async with`` opens the connection pool and the task
@@ -148,6 +154,7 @@ class HttpTransport:
         connect_timeout: float = 5.0,
         max_connections: int = 256,
         max_in_flight: int = 8,
+        max_request_bytes: int | None = MAX_REQUEST_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not url.startswith(("http://", "https://")):
@@ -156,6 +163,12 @@ class HttpTransport:
         problem = token_problem(token) if token is not None else None
         if problem is not None:
             raise ValueError(f"HttpTransport(token=...): {problem}")
+        if max_request_bytes is not None and (
+                isinstance(max_request_bytes, bool) or not isinstance(max_request_bytes, int)
+                or max_request_bytes <= 0):
+            raise ValueError("HttpTransport(max_request_bytes=...) must be a positive int "
+                             f"(bytes) or None, got {max_request_bytes!r}")
+        self.max_request_bytes = max_request_bytes
         self.url = url.rstrip("/")
         self._shown_url = redact(self.url)  # what logs and messages show: no credentials
         self.token = token

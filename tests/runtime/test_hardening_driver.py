@@ -155,9 +155,15 @@ async def test_a_result_over_the_transport_limit_is_refused_before_it_is_sent(
     assert len(wrapped[0].sizes) == 1 and wrapped[0].sizes[0] < limit  # only the rejection
 
 
+@pytest.mark.parametrize("checked_here", [True, False], ids=["checked-by-client", "server-413"])
 async def test_a_root_result_over_the_servers_body_limit_fails_once_over_http(
-        http_url: str, uid: Callable[[str], str]) -> None:
-    resonate = Resonate(url=http_url, group=uid("g")[:20])
+        http_url: str, uid: Callable[[str], str], checked_here: bool) -> None:
+    from resonate_async.transport import HttpTransport
+
+    # The client checks its known limit before sending; without one, the server's 413 ends
+    # the execution the same way (never a release and re-run).
+    transport = HttpTransport(http_url, **({} if checked_here else {"max_request_bytes": None}))
+    resonate = Resonate(transport=transport, group=uid("g")[:20])
     effects: list[int] = []
 
     @resonate.register
