@@ -62,6 +62,7 @@ log = structlog.get_logger("resonate_async.execution")
 
 CALL_TAG: Final = "resonate_async:call"
 DAY_MS: Final = 86_400_000
+SETTLE_SHIELD_S: Final = 10.0  # longest wait to record a finished step while cancelled
 _INLINE: Final = frozenset((now, random.random))
 REFUSED: Final = frozenset((400, 413, 422))
 LARGE_VALUE: Final = 64 * 1024  # an encoded value at least this large may be refused as such
@@ -327,8 +328,15 @@ class Execution:
         return await self._fence(FenceCreate(data=data), data.id)
 
     async def _settle(self, promise_id: str, state: Any, value: Value) -> Promise:
-        return await self._fence(FenceSettle(data=PromiseSettle(promise_id, state, value)),
-                                 promise_id)
+        # The step's work is done: record it even while the run is being cancelled (a
+        # shutdown, an enclosing deadline), or its side effect would run again where the task
+        # resumes. Bounded, so a dead engine cannot hold a shutdown.
+        with anyio.CancelScope(shield=True) as scope:
+            scope.deadline = anyio.current_time() + SETTLE_SHIELD_S
+            return await self._fence(
+                FenceSettle(data=PromiseSettle(promise_id, state, value)), promise_id)
+        raise PlatformFailure(f"settling {promise_id} took longer than {SETTLE_SHIELD_S:g} s; "
+                              "the step will run again where the task resumes")
 
     def _deadline(self, call: Call[Any], default_ms: int = DAY_MS) -> int:
         now = self.worker.clock.now_ms()

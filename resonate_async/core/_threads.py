@@ -99,7 +99,8 @@ async def run_sync(fn: Callable[[], T], *, grace: Callable[[], float],
     ``anyio.to_thread.run_sync``. When the awaiting task is cancelled, it waits up to
     ``grace()`` more seconds (shielded) for the thread to return; if it still runs, the thread
     is abandoned (``on_abandon()`` is called, its limiter slot is freed) and the cancellation
-    goes on. The thread runs in a copy of the caller's context (contextvars: log bindings,
+    goes on; if it returned meanwhile, its outcome is returned (the cancellation then reaches
+    the caller at its next checkpoint). The thread runs in a copy of the caller's context (contextvars: log bindings,
     tracing spans).
     """
     event = anyio.Event()
@@ -130,7 +131,10 @@ async def run_sync(fn: Callable[[], T], *, grace: Callable[[], float],
                     await event.wait()
             if not result.done:
                 on_abandon()
-            raise
+                raise
+            # It returned within the grace: its outcome stands (the step's side effect is
+            # done and must be recorded, not run again); the cancellation is delivered again
+            # at the caller's next checkpoint, as anyio does for a cancelled scope.
     finally:
         limiter.release_on_behalf_of(borrower)
     if result.error is not None:

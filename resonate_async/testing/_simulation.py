@@ -7,7 +7,11 @@ SQLite file, so the engine itself can restart. Between the workers and the engin
 network the simulator controls: it drops, duplicates, delays and reorders push messages, makes
 requests fail before or after they reach the engine, stalls workers (their leases expire),
 loses heartbeats, crashes workers (no release, like a SIGKILL) at random points (between a
-step's execution and its settle included) and restarts them, and restarts the engine.
+step's execution and its settle included) and restarts them, and restarts the engine. It also
+sends ``execute`` storms (one message delivered dozens of times), fails every write for one
+task for a while (a task outage), can refuse requests over a size limit (like an HTTP 413),
+can run workers with few concurrency slots, and can run one worker with the wrong
+``Encryptor``.
 
 After (and during) every run it checks the promises of durable execution:
 
@@ -16,7 +20,15 @@ After (and during) every run it checks the promises of durable execution:
 * a step settled once never executes again (steps count executions with ``side_effect``);
 * the engine never accepts lease-bound writes from two holders of one task claim, nor from a
   holder whose claim was superseded;
-* nothing waits forever: every task is fulfilled before the simulated deadline.
+* nothing waits forever: every task is fulfilled before the simulated deadline;
+* no worker process dies of what user code raises (``SystemExit``, ``KeyboardInterrupt``, a
+  stray cancellation): only the simulator stops workers;
+* no tight release/re-acquire loop: a worker takes back a task it gave back within a second
+  at most ``QUICK_REACQUIRES`` times in a row (its back-off);
+* claims stay bounded: a worker handles at most ``CLAIMS_PER_TASK`` ``execute`` messages of
+  one task at once, and at most its queue bound plus its slots in all;
+* a step settled as timed out was settled at or after its deadline, never before;
+* a worker with the wrong key never writes to a task (no fence, suspend or fulfil accepted).
 
 Scheduling: one event loop runs everything, and the simulator acts only when every other task
 is blocked, so a seed replays the same way on one backend (trio shuffles its run queue, so on
@@ -28,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import copy
 import random
 import tempfile
 from collections import Counter
@@ -39,8 +52,9 @@ import structlog
 from anyio.abc import TaskGroup
 
 from resonate_async._client import Resonate
+from resonate_async._codec import Encryptor
 from resonate_async._context import Context
-from resonate_async._errors import ResonateError
+from resonate_async._errors import ResonateError, TimedOutError
 from resonate_async.engine import Engine
 from resonate_async.protocol import (
     TAG_EXTERNAL,
@@ -50,8 +64,10 @@ from resonate_async.protocol import (
     PromiseSettle,
     Request,
     Response,
+    TaskAcquire,
     TaskFence,
     TaskFulfill,
+    TaskRelease,
     TaskState,
     TaskSuspend,
 )
@@ -93,13 +109,33 @@ async def busy(seconds: float) -> None:
 
 # the simulator --------------------------------------------------------------------------------
 _STEP_KINDS = ("crash", "stop", "stall", "engine_restart")
+# A worker's back-off lets it take back a task it gave back after a failure this many times
+# within a second of giving it back (0.1 s doubling: 4); more means a tight loop.
+QUICK_REACQUIRES = 8
+# ``execute`` messages one worker may handle at once for one task: the one running it and one
+# waiting for its next version; every duplicate beyond is dropped before it queues.
+CLAIMS_PER_TASK = 2
 
 
 class _Simulator:
     def __init__(self, app: Resonate, workflows: Sequence[Workflow], seed: int, *,
                  workers: int, faults: Faults, ttl: float, fault_window: float,
-                 deadline: float, path: Path, retry_timeout: float) -> None:
+                 deadline: float, path: Path, retry_timeout: float,
+                 concurrency: int | None = None, max_request_bytes: int | None = None,
+                 declare_limit: bool = True, miskeyed: Encryptor | None = None) -> None:
         self.app = app
+        self.workers = workers
+        self.concurrency = concurrency
+        self.max_request_bytes = max_request_bytes
+        self.declare_limit = declare_limit
+        self.miskeyed = miskeyed
+        self.events: Counter[str] = Counter()
+        self.outage_until: dict[str, int] = {}
+        self.peak_claims = 0
+        # (task id, pid) -> [when pid last released it (or -1), quick re-acquires in a row]
+        self.reacquires: dict[tuple[str, str], list[int]] = {}
+        self.reported: set[tuple[str, ...]] = set()
+        self.ending = False
         self.workflows = list(workflows)
         self.seed = seed
         self.rng = random.Random(seed)
@@ -114,7 +150,7 @@ class _Simulator:
         self.network = Network(Engine.sqlite(str(path), retry_timeout=self.retry_ms),
                                 self.clock, self)
         self.inflight: list[InFlight] = []
-        self.slots: list[Process] = [Process(i, 0) for i in range(workers)]
+        self.slots: list[Process] = [self.process(i, 0) for i in range(workers)]
         self.incarnations = [0] * workers
         self.restart_at: dict[int, int] = {}
         self.engine_down = False
@@ -146,6 +182,12 @@ class _Simulator:
             return True
         return False
 
+    def violation(self, key: tuple[str, ...], text: str) -> None:
+        """Report ``text`` once per ``key`` (a loop would otherwise report itself forever)."""
+        if key not in self.reported:
+            self.reported.add(key)
+            self.violations.append(text)
+
     # observation -----------------------------------------------------------------------------
     def executed(self, step_id: str) -> None:
         self.seq += 1
@@ -158,9 +200,17 @@ class _Simulator:
 
     def observe(self, proc: Process, request: Request, response: Response) -> None:
         self.seq += 1
+        if isinstance(request, TaskAcquire | TaskRelease) and response.status == 200:
+            self.observe_claim(proc, request)
         if isinstance(request, TaskFence | TaskFulfill | TaskSuspend):
             if response.status not in (200, 300):
                 return
+            if proc.miskeyed:
+                self.violation(("miskeyed", request.id), (
+                    f"task {request.id}: the engine accepted {request.KIND} from {proc.pid}, "
+                    "a worker with the wrong key (it must give the task back, writing nothing)"))
+            if isinstance(request, TaskFulfill | TaskSuspend):
+                self.reacquires.pop((request.id, proc.pid), None)  # progress: back-off resets
             key = (request.id, request.version)
             holder = self.claims.setdefault(key, proc.pid)
             if holder != proc.pid:
@@ -176,6 +226,81 @@ class _Simulator:
             if (isinstance(request, TaskFence) and isinstance(request.action, FenceSettle)
                     and response.data.action.head.status == 200):
                 self.settled_seq.setdefault(request.action.data.id, self.seq)
+                self.check_timeout(request.action.data.id)
+
+    def observe_claim(self, proc: Process, request: TaskAcquire | TaskRelease) -> None:
+        """Track re-acquires of a task by the process that just gave it back."""
+        now = self.clock.now_ms()
+        key = (request.id, proc.pid)
+        state = self.reacquires.setdefault(key, [-1, 0])
+        if isinstance(request, TaskRelease):
+            state[0] = now
+            if proc.miskeyed:
+                self.events["miskeyed_released"] += 1
+            return
+        if self.outage_until.get(request.id, 0) > now:
+            self.events["task_outage_acquires"] += 1
+        if state[0] >= 0 and now - state[0] < 1000:
+            state[1] += 1
+            if state[1] > QUICK_REACQUIRES:
+                self.violation(("loop", request.id, proc.pid), (
+                    f"task {request.id}: {proc.pid} took it back within a second of giving it "
+                    f"back {state[1]} times in a row (a tight release/re-acquire loop; "
+                    "repeated failures must back off)"))
+        else:
+            state[1] = 0
+        state[0] = -1
+
+    def check_timeout(self, promise_id: str) -> None:
+        """A step settled as timed out must have reached its deadline first."""
+        p = self.network.engine.storage.get_promise(promise_id)
+        if p is None or p.state not in ("rejected", "rejected_timedout"):
+            return
+        try:
+            self.app.codec.outcome(p, what=promise_id)
+        except TimedOutError as exc:
+            # only the SDK's own cut-off at this step's deadline (user code may raise or
+            # pass on a TimedOutError of something else whenever it likes)
+            if f"[{promise_id}] did not finish before its deadline" not in str(exc):
+                return
+            if p.settled_at is not None and p.settled_at < p.timeout_at:
+                self.violations.append(
+                    f"step {promise_id} was settled as timed out at {p.settled_at}, "
+                    f"{p.timeout_at - p.settled_at} ms before its deadline {p.timeout_at}")
+            else:
+                self.events["steps_timed_out"] += 1
+        except BaseException:  # any other rejection is not a timeout
+            return
+
+    def watch_claims(self, proc: Process, app: Resonate) -> None:
+        """Count the ``execute`` messages ``proc``'s worker handles at once, per task."""
+        worker = app.worker
+        inner = worker.on_execute
+        active: Counter[str] = Counter()
+        bound = getattr(worker, "max_queued", 256) + worker.limiter.total_tokens
+
+        async def on_execute(task_id: str, version: int) -> None:
+            active[task_id] += 1
+            try:
+                n = active[task_id]
+                self.peak_claims = max(self.peak_claims, int(n))
+                if n > CLAIMS_PER_TASK:
+                    self.violation(("claims", proc.pid, task_id), (
+                        f"task {task_id}: {proc.pid} handled {n} execute messages for it at "
+                        f"once (at most {CLAIMS_PER_TASK}: duplicates must be dropped before "
+                        "they wait for a slot)"))
+                total = active.total()
+                if total > bound:
+                    self.violation(("claims", proc.pid), (
+                        f"{proc.pid} had {total} execute messages in hand at once, over its "
+                        f"bound of {bound} (waiting messages must be bounded)"))
+                await inner(task_id, version)
+            finally:
+                active[task_id] -= 1
+                if not active[task_id]:
+                    del active[task_id]
+
+        worker.on_execute = on_execute  # type: ignore[method-assign]
 
     def check_settled(self) -> None:
         """A settled promise never changes, nor disappears."""
@@ -197,21 +322,45 @@ class _Simulator:
     def alive(self) -> list[Process]:
         return [p for p in self.slots if p.alive]
 
+    def process(self, slot: int, incarnation: int) -> Process:
+        proc = Process(slot, incarnation)
+        # the last slot runs with the wrong key (while others remain to do the work)
+        proc.miskeyed = self.miskeyed is not None and slot == self.workers - 1
+        return proc
+
     async def run_process(self, proc: Process,
                           *, task_status: anyio.abc.TaskStatus[None]) -> None:
         port = Port(self, proc)
         app = self.app._derive(transport=port, clock=self.clock, pid=proc.pid)
         app.ttl_ms = app.worker.ttl_ms = int(self.ttl * 1000)
+        if self.concurrency is not None:
+            app.worker.limiter = anyio.CapacityLimiter(self.concurrency)
+        if proc.miskeyed:
+            codec = copy.copy(self.app.codec)
+            codec.encryptor = self.miskeyed
+            app.codec = app.worker.codec = codec
+        self.watch_claims(proc, app)
         proc.port, proc.app = port, app
+        started = False
         with anyio.CancelScope() as scope:
             proc.scope = scope
             try:
                 async with app:
-                    proc.alive = True
+                    proc.alive = started = True
                     task_status.started()
                     await anyio.sleep_forever()
+            except BaseException as exc:
+                if self.ending or not proc.alive or isinstance(
+                        exc, anyio.get_cancelled_exc_class()):
+                    raise  # stopped by the simulator (or the run's end)
+                self.violations.append(
+                    f"worker process {proc.pid} died of {type(exc).__name__}: {exc!r} "
+                    "(what user code raises must fail its step, never the worker)")
+                self.restart_at[proc.slot] = self.clock.now_ms() + 1000
             finally:
                 proc.alive = False
+                if not started:
+                    task_status.started()
 
     def crash(self, proc: Process) -> None:
         """Kill ``proc`` at once: nothing it holds is released (its port is dead)."""
@@ -235,7 +384,7 @@ class _Simulator:
         assert self.tg is not None
         self.restart_at.pop(slot, None)
         self.incarnations[slot] += 1
-        proc = Process(slot, self.incarnations[slot])
+        proc = self.process(slot, self.incarnations[slot])
         self.slots[slot] = proc
         await self.tg.start(self.run_process, proc)
 
@@ -254,7 +403,7 @@ class _Simulator:
     async def start_root(self, wf: Workflow) -> None:
         self.starting.add(wf.id)
         try:
-            alive = self.alive()
+            alive = [p for p in self.alive() if not p.miskeyed]  # a wrong key cannot start
             if not alive:
                 return
             app = self.rng.choice(alive).app
@@ -311,6 +460,9 @@ class _Simulator:
             return True
         if faulty and self.roll("duplicate"):
             self.inflight.append(InFlight(item.address, item.message, now + 1))
+        elif faulty and self.roll("duplicate_burst"):
+            for _ in range(self.rng.randint(10, 60)):  # an execute storm, all at once
+                self.inflight.append(InFlight(item.address, item.message, now + 1))
         proc = self.route(item.address)
         if proc is not None and proc.stream is not None:
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -356,6 +508,20 @@ class _Simulator:
                     int(self.ttl * 500), int(self.ttl * 3000))
         elif not self.engine_down and faults.engine_restart and self.roll("engine_restart"):
             self.restart_engine()
+        elif not self.engine_down and faults.task_outage and self.roll("task_outage"):
+            self.start_outage()
+
+    def start_outage(self) -> None:
+        """Fail every write for one task (held or waiting) for 10 to 90 simulated seconds."""
+        storage = self.network.engine.storage
+        rows = storage.search_tasks("acquired", None, 100) + storage.search_tasks(
+            "pending", None, 100)
+        rows = [r for r in rows if r.id not in self.outage_until]
+        if not rows:
+            return
+        row = self.rng.choice(sorted(rows, key=lambda r: r.id))
+        now = self.clock.now_ms()
+        self.outage_until[row.id] = min(now + self.rng.randint(10_000, 90_000), self.fault_end)
 
     def done(self) -> bool:
         if self.engine_down or len(self.started) < len(self.workflows):
@@ -435,6 +601,7 @@ class _Simulator:
                 try:
                     await self.loop()
                 finally:
+                    self.ending = True
                     for proc in self.slots:  # the end: every process stops at once
                         if proc.port is not None:
                             proc.port.kill()
@@ -454,7 +621,7 @@ class _Simulator:
         return SimulationReport(
             self.seed, outcomes, self.counts, self.violations, self.steps,
             (self.clock.now_ms() - self.start) / 1000,
-            sum(len(v) for v in self.executions.values()))
+            sum(len(v) for v in self.executions.values()), self.events, self.peak_claims)
 
 
 def _outcome(p: Promise | None) -> str:
@@ -474,6 +641,10 @@ async def simulate(
     fault_window: float = 120.0,
     deadline: float = 900.0,
     retry_timeout: float = 10.0,
+    concurrency: int | None = None,
+    max_request_bytes: int | None = None,
+    declare_limit: bool = True,
+    miskeyed: Encryptor | None = None,
     expected: dict[str, str] | None = None,
     check: bool = True,
     directory: str | Path | None = None,
@@ -485,7 +656,12 @@ async def simulate(
     times in the first half of the ``fault_window`` (simulated seconds); faults are injected
     during that window only, then every worker restarts and the run has ``deadline`` more
     simulated seconds to finish everything. ``ttl`` is the workers' lease, ``retry_timeout``
-    the engine's re-dispatch delay.
+    the engine's re-dispatch delay. ``concurrency`` overrides the workers' slots (few slots
+    make ``execute`` storms queue). ``max_request_bytes``: the engine refuses larger requests
+    as an HTTP server answers 413; with ``declare_limit`` the workers' transport also declares
+    it (so the SDK checks before sending), else they learn it only from the refusals. With
+    ``miskeyed``, the last worker slot runs with this ``Encryptor`` instead of ``app``'s: it
+    must never write to a task while the others do the work (roots start on the others).
 
     Each root's outcome is compared with ``expected`` (by default: a run of the same seed
     without faults). Returns a ``SimulationReport``; with ``check`` (the default) raises
@@ -494,11 +670,19 @@ async def simulate(
     faults = Faults() if faults is None else faults
     if len({w.id for w in workflows}) != len(workflows):
         raise ValueError("simulate: workflow ids must be unique")
+    if miskeyed is not None and workers < 2:
+        raise ValueError(f"simulate: miskeyed needs workers >= 2 (one runs with the wrong key, "
+                         f"the others do the work), got workers={workers}")
+    if concurrency is not None and (isinstance(concurrency, bool)
+                                    or not isinstance(concurrency, int) or concurrency < 1):
+        raise ValueError(f"simulate: concurrency must be an int >= 1, got {concurrency!r}")
 
     async def one(kind: Faults, where: Path) -> SimulationReport:
         sim = _Simulator(app, workflows, seed, workers=workers, faults=kind, ttl=ttl,
                          fault_window=fault_window, deadline=deadline, path=where,
-                         retry_timeout=retry_timeout)
+                         retry_timeout=retry_timeout, concurrency=concurrency,
+                         max_request_bytes=max_request_bytes, declare_limit=declare_limit,
+                         miskeyed=miskeyed)
         return await sim.run()
 
     with tempfile.TemporaryDirectory(dir=directory) as tmp:

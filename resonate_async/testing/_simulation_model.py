@@ -15,13 +15,21 @@ with ``f"approved {promise_id}"``."""
 FaultKind = Literal[
     "drop", "duplicate", "delay", "fail_before", "fail_after", "heartbeat_lost",
     "crash", "crash_before_send", "crash_after_send", "stop", "stall", "engine_restart",
+    "duplicate_burst", "task_outage",
 ]
 
 
 @dataclass(frozen=True)
 class Faults:
-    """Fault rates. Message and request rates are per message/request; process and engine
-    rates are per simulator step. ``Faults.none()`` gives a fault-free run."""
+    """Fault rates. Message and request rates are per message/request; process, engine and
+    task-outage rates are per simulator step. ``Faults.none()`` gives a fault-free run.
+
+    ``duplicate_burst``: a push message is delivered 10 to 60 times at once (an ``execute``
+    storm). ``task_outage``: every lease-bound write (``task.fence``, ``task.fulfill``,
+    ``task.suspend``) for one task fails for 10 to 90 simulated seconds, as from a server that
+    cannot write that task's rows; its acquires and releases still succeed, so only the
+    worker's back-off keeps it from a tight release/re-acquire loop.
+    """
 
     drop: float = 0.05
     duplicate: float = 0.05
@@ -34,6 +42,8 @@ class Faults:
     stop: float = 0.005
     stall: float = 0.01
     engine_restart: float = 0.004
+    duplicate_burst: float = 0.01
+    task_outage: float = 0.003
 
     @classmethod
     def none(cls) -> Faults:
@@ -62,6 +72,11 @@ class SimulationReport:
     steps: int = 0
     simulated_seconds: float = 0.0
     executions: int = 0
+    events: Counter[str] = field(default_factory=Counter)
+    """What the simulated environment did that is not a fault: requests refused as too large,
+    writes failed by a task outage, settlements attempted by a miskeyed worker, ..."""
+    peak_claims: int = 0
+    """The most ``execute`` messages one worker handled at once for one task."""
 
     @property
     def ok(self) -> bool:

@@ -13,9 +13,18 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from resonate_async._client import Resonate
-from resonate_async._errors import TransportError
+from resonate_async._errors import RequestTooLargeError, TransportError
 from resonate_async.engine import Engine
-from resonate_async.protocol import Message, Request, Response, TaskHeartbeat
+from resonate_async.protocol import (
+    Message,
+    Request,
+    Response,
+    TaskFence,
+    TaskFulfill,
+    TaskHeartbeat,
+    TaskSuspend,
+    encode_request,
+)
 from resonate_async.testing._clock import VirtualClock
 from resonate_async.transport import EmbeddedTransport
 
@@ -68,10 +77,12 @@ class Process:
         self.app: Resonate | None = None
         self.port: Port | None = None
         self.stream: MemoryObjectSendStream[Message] | None = None
+        self.miskeyed = False  # runs with the wrong Encryptor: must never write a settlement
 
 
 class Port:
-    """What one worker process sees as its transport: every request crosses the faults."""
+    """What one worker process sees as its transport: every request crosses the faults, and
+    the run's request size limit (refused like an HTTP 413, before the engine sees it)."""
 
     delivers_all = False  # the simulator drops messages
 
@@ -81,6 +92,8 @@ class Port:
         self.dead = False
         self.killed = anyio.Event()
         self.stalled_until = 0
+        # what the driver may check before sending; the limit holds whether declared or not
+        self.max_request_bytes = sim.max_request_bytes if sim.declare_limit else None
 
     def kill(self) -> None:
         self.dead = True
@@ -104,6 +117,19 @@ class Port:
                 raise TransportError(f"simulated: {request.KIND} never reached the engine")
         if sim.engine_down:
             raise TransportError("simulated: the engine is restarting")
+        if (isinstance(request, TaskFence | TaskFulfill | TaskSuspend)
+                and sim.outage_until.get(request.id, 0) > clock.now_ms()):
+            sim.events["task_outage_failed_write"] += 1
+            raise TransportError(f"simulated: the engine cannot write task {request.id} "
+                                 f"({request.KIND} failed)")
+        limit = sim.max_request_bytes
+        if limit is not None:
+            size = len(encode_request(request, corr_id="0"))
+            if size > limit:
+                sim.events["refused_too_large"] += 1
+                raise RequestTooLargeError(
+                    f"the simulated server refused a request body of {size} bytes (limit "
+                    f"{limit}) as too large (HTTP 413)", kind=request.KIND)
         response = await sim.network.send(request)
         sim.observe(proc, request, response)
         if faulty:

@@ -19,6 +19,10 @@ from resonate_async.protocol import PromiseGet
 from tests.runtime.conftest import Connect
 
 
+# A thousand children over HTTP take 20-30 s on a loaded 2-core machine: slow, and its bounds
+# are hang guards far above that, not speed checks.
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 async def test_fan_out_of_a_thousand_spawned_children_in_a_task_group_completes(
         resonate: Resonate, uid: Callable[[str], str]) -> None:
     @resonate.register
@@ -40,7 +44,7 @@ async def test_fan_out_of_a_thousand_spawned_children_in_a_task_group_completes(
 
     async with resonate:
         handle = await resonate.run(uid("fan"), fan_out, 1000)
-        with anyio.fail_after(60):
+        with anyio.fail_after(300):
             assert await handle == sum(i * i for i in range(1000))
 
 

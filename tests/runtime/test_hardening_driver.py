@@ -394,6 +394,44 @@ async def test_leaving_async_with_does_not_wait_for_a_blocked_sync_step_beyond_i
         unblock.set()
 
 
+async def test_a_sync_step_that_returns_within_the_grace_is_recorded_not_run_again(
+        connect: Connect, uid: Callable[[str], str]) -> None:
+    resonate = connect(shutdown_grace=WAIT)
+    entered = threading.Event()
+    release = threading.Event()
+    runs: list[str] = []
+
+    def slow() -> str:
+        runs.append("ran")
+        entered.set()
+        release.wait(WAIT)
+        return "done"
+
+    resonate.register(slow)
+
+    @resonate.register
+    async def flow(ctx: Context) -> str:
+        return await ctx.run(slow)
+
+    root = uid("graceful")
+    after = connect()  # another worker of the group: it finishes what the first gives back
+    after.register(slow)
+    after.register(flow)
+    async with after:
+        async with resonate:
+            await resonate.run(root, flow)
+            with anyio.fail_after(WAIT):
+                while not entered.is_set():
+                    await anyio.sleep(0.01)
+            # Leave while the step runs; it returns well within the grace.
+            threading.Timer(0.2, release.set).start()
+        step = await after.promises.get(f"{root}:1")
+        assert step.state == "resolved"  # recorded on the way out, not lost to the shutdown
+        with anyio.fail_after(WAIT):
+            assert await (await after.get(root)) == "done"
+    assert runs == ["ran"]  # the side effect ran once
+
+
 def test_back_off_doubles_to_its_cap_and_the_same_failure_is_reported_every_n_times() -> None:
     clock = VirtualClock()
     failures = TaskFailures(clock, first=0.1, cap=30.0, report_after=5)

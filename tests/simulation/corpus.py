@@ -1,23 +1,77 @@
-"""The workflows the simulator runs: every kind of durable step, with counted side effects."""
+"""The workflows the simulator runs: every kind of durable step, with counted side effects,
+and the hostile ones of issue 11 (BaseExceptions from steps, a step that never returns before
+its timeout, results over the request size limit); ``environment`` gives each seed its
+server and workers (size limit, few slots, a worker with the wrong key)."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import random
 from datetime import timedelta
+from typing import Any
 
 import anyio
 
-from resonate_async import Context, Never, Resonate, TimedOutError
+from resonate_async import ApplicationError, Context, Never, Resonate, TimedOutError
 from resonate_async.testing import SKIP_TAG, Faults, Workflow, busy, side_effect
+
+REQUEST_LIMIT = 16 * 1024
+"""The simulated server's request size limit (bytes) in every seed's environment."""
+BIG = 40_000
+"""The length of the ``oversized`` workflows' result: well over ``REQUEST_LIMIT``."""
 
 
 class Declined(Exception):
     """A business error that crosses durable boundaries (registered with the app)."""
 
 
-def build_app() -> Resonate:
+class Meltdown(BaseException):
+    """A BaseException of the user's own."""
+
+
+def stray_cancellation() -> BaseException:
+    """The running backend's cancellation exception, raised by user code, not by a scope."""
+    if anyio.get_cancelled_exc_class() is asyncio.CancelledError:
+        return asyncio.CancelledError("raised by user code")
+    import trio
+
+    made: BaseException = trio.Cancelled._create()
+    return made
+
+
+BASE_EXCEPTIONS = {
+    "SystemExit": lambda: SystemExit(3),
+    "KeyboardInterrupt": KeyboardInterrupt,
+    "GeneratorExit": GeneratorExit,
+    "Meltdown": lambda: Meltdown("the core is melting"),
+    "cancellation": stray_cancellation,
+}
+
+
+class KeyedCipher:
+    """A toy ``Encryptor``: XOR with a key, tagged so that another key's data is refused."""
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        self.tag = hashlib.sha256(key).digest()[:8]
+
+    def _xor(self, data: bytes) -> bytes:
+        stream = (self.key * (len(data) // len(self.key) + 1))[:len(data)]
+        return bytes(a ^ b for a, b in zip(data, stream, strict=True))
+
+    def encrypt(self, data: bytes) -> bytes:
+        return self.tag + self._xor(data)
+
+    def decrypt(self, data: bytes) -> bytes:
+        if data[:8] != self.tag:
+            raise ValueError("not encrypted with this key")
+        return self._xor(data[8:])
+
+
+def build_app(encryptor: KeyedCipher | None = None) -> Resonate:
     """An application (never entered itself: the simulator runs copies of it)."""
-    app = Resonate()
+    app = Resonate(encryptor=encryptor)
     app.register_error(Declined)
 
     @app.register
@@ -147,6 +201,57 @@ def build_app() -> Resonate:
     async def slow(ctx: Context, seconds: int) -> list[str]:
         return [await ctx.run(slow_step, seconds), await ctx.run(slow_step, seconds + 1)]
 
+    async def explode(kind: str) -> str:
+        raise BASE_EXCEPTIONS[kind]()
+
+    @app.register
+    async def explodes(ctx: Context, kind: str) -> str:
+        side_effect(ctx)
+        raise BASE_EXCEPTIONS[kind]()
+
+    @app.register
+    async def poison(ctx: Context, kind: str) -> str:
+        """A step and an rpc target raise a BaseException: both fail as ApplicationErrors
+        the caller sees (the first caught, the second rejecting the root)."""
+        await ctx.run(step, "poison", 0)
+        try:
+            await ctx.run(explode, kind).options(retry=Never())
+        except ApplicationError as exc:
+            caught = f"caught {exc}"
+        else:
+            caught = "not raised?"
+        await ctx.run(step, caught[:40], 1)
+        await ctx.rpc(explodes, kind).options(retry=Never())
+        return "unreachable"
+
+    @app.register
+    async def never_returns(ctx: Context) -> str:
+        side_effect(ctx)
+        await busy(10**6)  # simulated time: only the step's deadline ends it
+        return "returned?"
+
+    @app.register
+    async def deadline_step(ctx: Context, seconds: int) -> str:
+        try:
+            await ctx.run(never_returns).options(timeout=seconds, retry=Never())
+        except TimedOutError:
+            return await ctx.run(step, "cut-off", seconds)
+        return "not cut off?"
+
+    @app.register
+    async def big_step(ctx: Context) -> str:
+        side_effect(ctx)
+        return "x" * BIG
+
+    @app.register
+    async def oversized(ctx: Context, where: str) -> str:
+        """A result over the server's limit: from a step (the step fails with EncodingError,
+        uncaught) or from the root itself (rejected with EncodingError)."""
+        await ctx.run(step, f"big-{where}", 0)
+        if where == "root":
+            return "y" * BIG
+        return await ctx.run(big_step).options(retry=Never())
+
     @app.register
     async def nested(ctx: Context, n: int) -> str:
         first = await ctx.run(inner, n)
@@ -158,7 +263,8 @@ def build_app() -> Resonate:
 
 
 KINDS = ["local_chain", "rpc_chain", "fan_out", "sleeper", "approval", "approval_times_out",
-         "errors_caught", "errors_uncaught", "detaches", "nested", "slow"]
+         "errors_caught", "errors_uncaught", "detaches", "nested", "slow", "poison",
+         "deadline_step", "oversized"]
 
 
 def workload(seed: int, count: int = 6) -> list[Workflow]:
@@ -178,15 +284,37 @@ def workload(seed: int, count: int = 6) -> list[Workflow]:
             args = (rng.randint(1, 60),)
         elif kind == "approval":
             args = (f"u{i}",)
+        elif kind == "poison":
+            args = (rng.choice(sorted(BASE_EXCEPTIONS)),)
+        elif kind == "deadline_step":
+            args = (rng.randint(2, 30),)
+        elif kind == "oversized":
+            args = (rng.choice(["step", "root"]),)
         else:
             args = ()
         out.append(Workflow(f"{kind}-{i}", kind, args, via="rpc" if rng.random() < 0.3 else "run"))
     return out
 
 
+def environment(seed: int) -> tuple[Resonate, dict[str, Any]]:
+    """The application and ``simulate`` arguments of ``seed``: every seed has the request size
+    limit (declared to the workers or learnt from refusals), some run the workers with few
+    slots, and every third runs encrypted with one worker holding the wrong key."""
+    rng = random.Random(seed * 104_729 + 3)
+    encrypted = seed % 3 == 2
+    app = build_app(KeyedCipher(b"the right key") if encrypted else None)
+    return app, {
+        "max_request_bytes": REQUEST_LIMIT,
+        "declare_limit": rng.random() < 0.5,
+        "concurrency": rng.choice([None, None, 2, 4]),
+        "miskeyed": KeyedCipher(b"a wrong key") if encrypted else None,
+    }
+
+
 PROFILES = {
     "default": Faults(),
     "aggressive": Faults(drop=0.15, duplicate=0.15, delay=0.2, fail_before=0.05,
                          fail_after=0.05, heartbeat_lost=0.5, crash_on_send=0.03, crash=0.04,
-                         stop=0.02, stall=0.04, engine_restart=0.02),
+                         stop=0.02, stall=0.04, engine_restart=0.02, duplicate_burst=0.03,
+                         task_outage=0.01),
 }

@@ -17,7 +17,7 @@ import anyio
 import structlog
 
 from resonate_async.testing import SimulationReport, simulate
-from tests.simulation.corpus import KINDS, PROFILES, build_app, workload
+from tests.simulation.corpus import KINDS, PROFILES, environment, workload
 
 
 def _quiet() -> None:
@@ -26,11 +26,13 @@ def _quiet() -> None:
 
 def run_seed(job: tuple[int, int, str, str, int]) -> SimulationReport:
     seed, count, profile, backend, workers = job
-    app = build_app()
+    app, env = environment(seed)
+    if workers < 2:
+        env["miskeyed"] = None  # a wrong-key worker needs another to do the work
 
     async def main() -> SimulationReport:
         return await simulate(app, workload(seed, count), seed=seed, faults=PROFILES[profile],
-                              workers=workers, check=False)
+                              workers=workers, check=False, **env)
 
     report: SimulationReport = anyio.run(main, backend=backend)
     return report
@@ -58,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         _quiet()
     began = time.monotonic()
     faults: Counter[str] = Counter()
+    events: Counter[str] = Counter()
+    peak_claims = 0
     failures: list[SimulationReport] = []
     workflows = executions = steps = 0
     simulated = 0.0
@@ -69,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for done, report in enumerate(results, 1):
             faults.update(report.faults)
+            events.update(report.events)
+            peak_claims = max(peak_claims, report.peak_claims)
             workflows += len(report.outcomes)
             executions += report.executions
             steps += report.steps
@@ -90,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"faults injected: {sum(faults.values())}")
     for kind, n in sorted(faults.items(), key=lambda kv: -kv[1]):
         print(f"  {kind:<18} {n}")
+    print("environment events:")
+    for kind, n in sorted(events.items(), key=lambda kv: -kv[1]):
+        print(f"  {kind:<26} {n}")
+    print(f"  {'peak claims per task':<26} {peak_claims} (one worker, at once)")
     print(f"failures: {len(failures)}"
           + (f" (seeds {', '.join(str(r.seed) for r in failures[:50])}; re-run one with "
              "--seed N)" if failures else " (nothing lost)"))

@@ -16,7 +16,7 @@ from resonate_async.testing import (
     side_effect,
     simulate,
 )
-from tests.simulation.corpus import KINDS, PROFILES, build_app, workload
+from tests.simulation.corpus import KINDS, PROFILES, build_app, environment, workload
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]  # many seeds, each a whole run
 
@@ -25,19 +25,25 @@ SEEDS = range(0, 24)
 
 @pytest.mark.parametrize("profile", ["default", "aggressive"])
 async def test_fixed_seeds_keep_every_invariant(profile: str) -> None:
-    app = build_app()
     injected = 0
     kinds: set[str] = set()
+    events: set[str] = set()
     for seed in SEEDS:
-        report = await simulate(app, workload(seed, 8), seed=seed, faults=PROFILES[profile])
+        app, env = environment(seed)  # size limit, few slots, a wrong-key worker: per seed
+        report = await simulate(app, workload(seed, 8), seed=seed, faults=PROFILES[profile],
+                                **env)
         injected += sum(report.faults.values())
         kinds.update(report.faults)
+        events.update(report.events)
         assert all(not o.startswith("pending") for o in report.outcomes.values())
     assert injected > 100
+    # the hostile conditions of issue 11 happened in these seeds, and every invariant held
+    assert events >= {"refused_too_large", "steps_timed_out", "miskeyed_released"}, events
     if profile == "aggressive":
         assert kinds >= {"drop", "duplicate", "delay", "fail_before", "fail_after", "crash",
                          "crash_before_send", "crash_after_send", "stop", "stall",
-                         "engine_restart", "heartbeat_lost"}
+                         "engine_restart", "heartbeat_lost", "duplicate_burst", "task_outage"}
+        assert events >= {"task_outage_failed_write", "task_outage_acquires"}, events
 
 
 async def test_corpus_covers_every_kind_of_workflow() -> None:
