@@ -200,17 +200,20 @@ class Resonate:
 
     @overload
     def register(self, fn: None = None, /, *, name: str | None = None,
-                 version: int = 1) -> Callable[[F], F]: ...
+                 version: int = 1, retry: RetryPolicy | None = None) -> Callable[[F], F]: ...
 
     def register(self, fn: F | None = None, /, *, name: str | None = None,
-                 version: int = 1) -> F | Callable[[F], F]:
+                 version: int = 1, retry: RetryPolicy | None = None) -> F | Callable[[F], F]:
         """Register a function so it can be invoked durably, by (name, version).
 
         Use as ``@resonate.register`` or ``@resonate.register(name="charge", version=2)``.
         The function is returned unchanged. A durable function takes a ``Context`` first.
+        ``retry`` (leaf functions only) is the function's own retry policy wherever it runs:
+        as a ``ctx.run`` step (a call's ``.options(retry=...)`` still overrides it), as an
+        rpc target and as a root; without one, the instance's ``Resonate(retry=...)`` applies.
         """
         def add(f: F) -> F:
-            self.registry.add(f, name, version)
+            self.registry.add(f, name, version, retry)
             return f
 
         return add(fn) if fn is not None else add

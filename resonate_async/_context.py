@@ -10,6 +10,8 @@ every run.
 from __future__ import annotations
 
 import random as _random
+import sys
+import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,16 +21,19 @@ from typing import (
     Concatenate,
     Generic,
     Literal,
+    NoReturn,
     ParamSpec,
     TypeVar,
     overload,
 )
 
 import anyio
+import structlog
 
 from resonate_async._checks import milliseconds, tags_problem
 from resonate_async._clock import Clock
 from resonate_async._errors import ContextError
+from resonate_async._logging import ReplayAwareLogger
 from resonate_async._retry import RetryPolicy
 from resonate_async.protocol import child_id, id_problem
 
@@ -75,7 +80,7 @@ _NO_OPTIONS = Options()
 class Call(Generic[T]):
     """A durable call not started yet: ``await`` it for its value or ``.spawn()`` it."""
 
-    __slots__ = ("args", "ctx", "fn", "id", "kind", "kwargs", "opts")
+    __slots__ = ("_made_at", "args", "ctx", "fn", "id", "kind", "kwargs", "opts")
 
     def __init__(self, ctx: Context, kind: CallKind, fn: Any, args: tuple[Any, ...],
                  kwargs: dict[str, Any], opts: Options = _NO_OPTIONS) -> None:
@@ -86,6 +91,9 @@ class Call(Generic[T]):
         self.kwargs = kwargs
         self.opts = opts
         self.id = ctx._mint(opts.id)
+        # Where user code made the call (file, line), until it is awaited or spawned: a call
+        # dropped before that is reported as never run, like an un-awaited coroutine.
+        self._made_at: tuple[str, int] | None = _caller()
 
     def options(
         self,
@@ -100,6 +108,8 @@ class Call(Generic[T]):
         """This call with options: its ``id`` (a segment under the caller's id), ``timeout``,
         ``retry`` policy (local leaf steps), ``target`` group or address (rpc), extra ``tags``
         and the function ``version`` (rpc)."""
+        # A call refused here was not dropped by mistake: no never-awaited warning for it.
+        made_at, self._made_at = self._made_at, None
         if id is not None:
             if (not isinstance(id, str) or not id or ":" in id
                     or id_problem(id, root=False) is not None):
@@ -108,6 +118,7 @@ class Call(Generic[T]):
                     f"lone surrogates; it is placed under the caller's id ({self.ctx.id})"
                 )
             self.id = child_id(self.ctx.id, id)
+            self.ctx._moved(self.id)
         problem = tags_problem(tags, reserved_ok=False)
         if problem:
             raise ContextError(f"{problem} (options of the call {self.id})")
@@ -125,17 +136,45 @@ class Call(Generic[T]):
             tags={**(self.opts.tags or {}), **(tags or {})} or None,
             version=version if version is not None else self.opts.version,
         )
+        self._made_at = made_at
         return self
 
     def __await__(self) -> Generator[Any, None, T]:
+        self._made_at = None
         return self.ctx._exec.await_call(self).__await__()
 
     async def spawn(self) -> Handle[T]:
         """Start the call now; await the returned handle later for its value."""
+        self._made_at = None
         return await self.ctx._exec.spawn_call(self)
 
+    def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
+        # Reached when a call object is handed where a function is expected:
+        # tg.start_soon(ctx.run(f)), nursery.start_soon(...), to_thread.run_sync(...).
+        self._made_at = None
+        raise ContextError(
+            f"{self._what()} is a durable call, not a function or coroutine: await it for "
+            "its value, or start it in the background with `handle = await "
+            f"{self._what()}.spawn()` and await the handle later (the call was {self.id})")
+
+    def __del__(self) -> None:
+        made_at = getattr(self, "_made_at", None)
+        if made_at is not None:
+            self._made_at = None
+            warnings.warn_explicit(
+                f"{self._what()} [{self.id}] was never awaited, so it never ran: write "
+                f"`await {self._what()}`, or `await {self._what()}.spawn()` to start it in the "
+                "background", RuntimeWarning, made_at[0], made_at[1])
+
+    def _what(self) -> str:
+        if self.kind in ("run", "rpc"):
+            name = self.fn if isinstance(self.fn, str) else getattr(self.fn, "__name__", "...")
+            return f"ctx.{self.kind}({name})"
+        return f"ctx.{self.kind}(...)"
+
     def __repr__(self) -> str:
-        return f"<Call {self.kind} {self.id}>"
+        # Shown by asyncio.create_task(call)'s TypeError: say there what to do instead.
+        return f"<Call {self.kind} {self.id}: await it, or start it with .spawn()>"
 
 
 class Handle(Generic[T]):
@@ -180,7 +219,8 @@ class Handle(Generic[T]):
 class Context:
     """The durable function's gateway to durable steps. Never build one yourself."""
 
-    __slots__ = ("_counter", "_depth", "_exec", "_parent", "_timeout_at", "function", "id")
+    __slots__ = ("_counter", "_depth", "_exec", "_log", "_parent", "_replaying", "_timeout_at",
+                 "function", "id")
 
     def __init__(self, execution: Execution, promise_id: str, timeout_at: int,
                  function: str, parent: str | None, depth: int = 0) -> None:
@@ -191,11 +231,36 @@ class Context:
         self.function = function
         self._parent = parent
         self._depth = depth  # durable functions nested by ctx.run between this and the root
+        self._log: ReplayAwareLogger | None = None
+        # Replaying while the calls made so far were made by an earlier run too (their
+        # promises are known): then ctx.log is silent, as it already logged this stretch.
+        self._replaying = child_id(promise_id, 1) in execution.cache
 
     def _mint(self, custom: str | None) -> str:
         self._exec.check_live(self)
         self._counter += 1
-        return child_id(self.id, custom if custom is not None else self._counter)
+        pid = child_id(self.id, custom if custom is not None else self._counter)
+        self._replaying = pid in self._exec.cache
+        return pid
+
+    def _moved(self, pid: str) -> None:
+        """A call of this context took the id ``pid`` instead of the one minted for it."""
+        self._replaying = pid in self._exec.cache
+
+    @property
+    def log(self) -> ReplayAwareLogger:
+        """A structlog logger bound with this function's ids (``promise_id``, ``task_id``,
+        ``function``, ``attempt``) that logs only on the live frontier: while the function
+        replays calls an earlier run already made, its events are dropped, so each is logged
+        once per execution, not once per replay (at least once: a crash between an event and
+        the next durable call logs it again). Logger name: ``resonate_async.app``."""
+        if self._log is None:
+            ex = self._exec
+            self._log = ReplayAwareLogger(
+                self, structlog.get_logger("resonate_async.app").bind(
+                    promise_id=self.id, task_id=ex.id, function=self.function,
+                    attempt=ex.version))
+        return self._log
 
     @property
     def info(self) -> Info:
@@ -259,6 +324,8 @@ class Context:
         """
         call: Call[Any] = Call(self, "detached", fn, args, kwargs)
         call.id = self._exec.detached_id(self.id, self._counter)
+        call._made_at = None  # an un-awaited spawn() coroutine is reported by Python itself
+        self._moved(call.id)
         return call.spawn()
 
     def sleep(self, seconds: float | timedelta | None = None, *,
@@ -304,6 +371,14 @@ class Context:
 
     def __repr__(self) -> str:
         return f"<Context {self.id}>"
+
+
+def _caller() -> tuple[str, int] | None:
+    """The (file, line) of the first frame outside this module: where user code made a call."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame = frame.f_back  # type: ignore[assignment]
+    return None if frame is None else (frame.f_code.co_filename, frame.f_lineno)
 
 
 def now(clock: Clock) -> datetime:

@@ -4,14 +4,30 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, Final, TextIO
+from typing import Any, Final, Protocol, TextIO
 
 import structlog
 from structlog.typing import Processor
 
 LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-# Libraries that log every request at INFO/DEBUG: held at WARNING unless DEBUG is asked for.
-_CHATTY: Final = ("httpx", "httpcore")
+# Libraries whose records below WARNING are chatter (the event loop's debug lines, one line
+# per HTTP request): held back at our handler unless their logger was given a level.
+_CHATTY: Final = frozenset(("asyncio", "trio", "anyio", "httpx", "httpcore", "h11", "h2",
+                            "hpack", "urllib3"))
+
+
+class _HoldOthers(logging.Filter):
+    """Drops other libraries' chatter at our handler, without touching their loggers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING or record.name.split(".", 1)[0] not in _CHATTY:
+            return True
+        logger: logging.Logger | None = logging.getLogger(record.name)
+        while logger is not None and logger is not logging.root:
+            if logger.level != logging.NOTSET:
+                return True  # someone asked for this library's records
+            logger = logger.parent
+        return False
 
 
 class _CurrentStderr(logging.Handler):
@@ -57,9 +73,12 @@ def configure_logging(level: str | int = "INFO", *, json: bool = False,
 
     Arguments:
         level: the least severe level shown: ``"DEBUG"``, ``"INFO"``, ``"WARNING"``,
-            ``"ERROR"``, ``"CRITICAL"`` (any case) or a ``logging`` constant. ``httpx`` and
-            ``httpcore``, which log every request, are held at ``WARNING`` unless the level is
-            ``DEBUG``.
+            ``"ERROR"``, ``"CRITICAL"`` (any case) or a ``logging`` constant. It applies to
+            resonate_async, to your code and to stdlib ``logging``; other libraries' loggers
+            are left as they are, but the chatter of the event loops and HTTP clients
+            (``asyncio``, ``trio``, ``anyio``, ``httpx``, ``httpcore``, ``h11``, ``h2``,
+            ``hpack``, ``urllib3``) below ``WARNING`` is held back at the handler, unless you
+            gave that library's logger a level yourself (``logging.getLogger("httpx").setLevel(...)``).
         json: render JSON lines instead of console lines.
         stream: where to write (default: ``sys.stderr``, looked up at each write).
 
@@ -91,15 +110,14 @@ def configure_logging(level: str | int = "INFO", *, json: bool = False,
                                 else _CurrentStderr())
     handler.setFormatter(formatter)
 
+    handler.addFilter(_HoldOthers())
+
     root = logging.getLogger()
     if _installed is not None:
         root.removeHandler(_installed)
     root.addHandler(handler)
     root.setLevel(threshold)
     _installed = handler
-    for name in _CHATTY:
-        logging.getLogger(name).setLevel(max(threshold, logging.WARNING)
-                                         if threshold > logging.DEBUG else logging.NOTSET)
 
     structlog.configure(
         processors=[
@@ -134,3 +152,59 @@ def quiet_by_default() -> None:
             wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
             logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         )
+
+
+class _Frontier(Protocol):
+    _replaying: bool
+
+
+class ReplayAwareLogger:
+    """``ctx.log``: a structlog-style logger that is silent while its durable function replays.
+
+    Methods take an event name and key-value pairs, as structlog's do (``ctx.log.info(
+    "order_charged", amount=12)``); ``bind(**values)`` gives a logger with more values bound.
+    ``replaying`` says whether an event would be dropped now.
+    """
+
+    __slots__ = ("_frontier", "_log")
+
+    def __init__(self, frontier: _Frontier, logger: Any) -> None:
+        self._frontier = frontier
+        self._log = logger
+
+    @property
+    def replaying(self) -> bool:
+        """Whether the function is re-running calls an earlier run already made."""
+        return self._frontier._replaying
+
+    def bind(self, **values: Any) -> ReplayAwareLogger:
+        """This logger with ``values`` bound to every event."""
+        return ReplayAwareLogger(self._frontier, self._log.bind(**values))
+
+    def debug(self, event: str, *args: Any, **values: Any) -> None:
+        if not self._frontier._replaying:
+            self._log.debug(event, *args, **values)
+
+    def info(self, event: str, *args: Any, **values: Any) -> None:
+        if not self._frontier._replaying:
+            self._log.info(event, *args, **values)
+
+    def warning(self, event: str, *args: Any, **values: Any) -> None:
+        if not self._frontier._replaying:
+            self._log.warning(event, *args, **values)
+
+    def error(self, event: str, *args: Any, **values: Any) -> None:
+        if not self._frontier._replaying:
+            self._log.error(event, *args, **values)
+
+    def exception(self, event: str, *args: Any, **values: Any) -> None:
+        """``error`` with the exception being handled attached."""
+        if not self._frontier._replaying:
+            self._log.exception(event, *args, **values)
+
+    def critical(self, event: str, *args: Any, **values: Any) -> None:
+        if not self._frontier._replaying:
+            self._log.critical(event, *args, **values)
+
+    def __repr__(self) -> str:
+        return f"<ReplayAwareLogger replaying={self.replaying}>"

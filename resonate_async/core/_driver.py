@@ -13,6 +13,7 @@ unclaimed work again after its retry timeout).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
@@ -254,11 +255,11 @@ class Worker:
             if isinstance(execution, BaseException):
                 await self._fulfill(tid, version, Outcome("failed", error=execution), tlog)
                 return
+            tlog = execution.log = tlog.bind(function=execution.function.name)
             if task.version > 1:
-                tlog.info("execution_resumed", function=execution.function.name,
-                          cached=len(execution.cache))
+                tlog.info("execution_resumed", cached=len(execution.cache))
             else:
-                tlog.info("execution_started", function=execution.function.name)
+                tlog.info("execution_started")
             with execution_span(execution.function.name, tid, version) as span:
                 span.set_attribute("resonate.outcome", "stopped")
                 ended = await self._drive(execution, tid, version, tlog)
@@ -286,6 +287,7 @@ class Worker:
     async def _drive(self, execution: Execution, tid: str, version: int, tlog: Any) -> str:
         """Run and replay ``execution`` until it ends; returns how: ``completed``, ``failed``,
         ``suspended``, ``released`` or ``lost``."""
+        started = time.monotonic()
         while True:
             try:
                 outcome = await execution.run_once()
@@ -301,19 +303,20 @@ class Worker:
                 await self._cannot_decrypt(tid, version, undecryptable, tlog)
                 return "released"
             if outcome.kind != "waiting":
-                await self._fulfill(tid, version, outcome, tlog)
+                await self._fulfill(tid, version, outcome, tlog, started=started)
                 return "completed" if outcome.kind == "done" else "failed"
             response = await self._suspend(tid, version, outcome.waiting, tlog)
             if response is None:
                 return "released"
             if response.status == 200:
-                tlog.info("task_suspended", waiting_on=outcome.waiting)
+                tlog.info("execution_suspended", waiting_on=outcome.waiting,
+                          duration_ms=_ms_since(started))
                 self.failures.succeeded(tid)
                 self._keep(tid, execution.cache)
                 return "suspended"
             execution.absorb(response.data.preload)  # 300: replay at once
-            tlog.info("execution_resumed", function=execution.function.name,
-                      cached=len(execution.cache), reason="dependency_settled")
+            tlog.info("execution_resumed", cached=len(execution.cache),
+                      reason="dependency_settled")
 
     def _prepare(self, claim: Claim, tlog: Any = None) -> Execution | BaseException:
         """The execution of a claim, or the error that fails it for good; raises
@@ -378,7 +381,8 @@ class Worker:
             return None
         return _too_large_error(what, size, limit)
 
-    async def _fulfill(self, tid: str, version: int, outcome: Outcome, tlog: Any) -> None:
+    async def _fulfill(self, tid: str, version: int, outcome: Outcome, tlog: Any, *,
+                       started: float | None = None) -> None:
         value, state = self._settlement(tid, outcome)
         error = outcome.error
         refused_once = False
@@ -399,10 +403,13 @@ class Worker:
             else:
                 if response.status == 200:
                     self.on_settled(response.data.promise)
+                    # duration_ms: this worker's time on the execution since it claimed it
+                    # (a resumed execution counts from its resumption)
+                    took = {} if started is None else {"duration_ms": _ms_since(started)}
                     if state == "resolved":
-                        tlog.info("execution_completed")
+                        tlog.info("execution_completed", **took)
                     else:
-                        tlog.info("execution_failed", error=repr(error))
+                        tlog.info("execution_failed", error=repr(error), **took)
                     self._unhold(tid, version)
                     self.failures.succeeded(tid)
                     return
@@ -528,3 +535,8 @@ def _kept_size(p: Promise) -> int:
 
 
 __all__ = ["DEFAULT_SHUTDOWN_GRACE", "TAG_ORIGIN", "Worker"]
+
+
+def _ms_since(started: float) -> float:
+    """Milliseconds of wall-clock (monotonic) time since ``started``, for log events."""
+    return round((time.monotonic() - started) * 1000, 3)

@@ -31,6 +31,7 @@ from resonate_async._errors import (
     Suspended,
     TimedOutError,
 )
+from resonate_async._retry import RetryPolicy
 from resonate_async._tracing import step_span
 from resonate_async.core._guard import Deadline, is_ours
 from resonate_async.core._registry import Function
@@ -199,16 +200,19 @@ class Execution:
                 try:
                     value: Any = None
                     with Deadline(self.worker.clock, self.root.timeout_at, tg) as bound:
-                        if fn.is_async:
-                            if fn.durable:
+                        if fn.durable:
+                            if fn.is_async:
                                 value = await fn.fn(ctx, *self.args, **self.kwargs)
                             else:
-                                value = await fn.fn(*self.args, **self.kwargs)
+                                value = await self.worker.run_sync(
+                                    functools.partial(fn.fn, ctx, *self.args, **self.kwargs),
+                                    what=f"{fn.name} [{self.id}]")
                         else:
-                            call = functools.partial(fn.fn, *((ctx,) if fn.durable else ()),
-                                                     *self.args, **self.kwargs)
-                            value = await self.worker.run_sync(
-                                call, what=f"{fn.name} [{self.id}]")
+                            # A leaf as the root (resonate.run, or an rpc target) is retried
+                            # per its policy, as it would be as a ctx.run step.
+                            value = await self._retrying(
+                                self._root_leaf, fn.retry or self.worker.retry,
+                                self.root.timeout_at, fn.name, self.id)
                     if bound.reached:
                         outcome = Outcome("failed", error=self._timed_out(
                             fn.name, self.id, self.root.timeout_at, "its body was cancelled"))
@@ -245,6 +249,13 @@ class Execution:
                 f"{self.function.name} [{self.id}] raised Suspended without a pending "
                 "durable dependency; do not raise Suspended yourself"))
         return outcome
+
+    async def _root_leaf(self) -> Any:
+        fn = self.function
+        if fn.is_async:
+            return await fn.fn(*self.args, **self.kwargs)
+        return await self.worker.run_sync(functools.partial(fn.fn, *self.args, **self.kwargs),
+                                          what=f"{fn.name} [{self.id}]")
 
     def _timed_out(self, name: str, promise_id: str, deadline: int, what: str) -> TimedOutError:
         at = datetime.fromtimestamp(deadline / 1000, UTC).isoformat(timespec="milliseconds")
@@ -546,26 +557,41 @@ class Execution:
         raise rebuilt from exc
 
     async def _run_leaf(self, call: Call[Any], fn: Function, deadline: int) -> Any:
-        policy = call.opts.retry or self.worker.retry
-        attempt = 0
         target = fn.fn
-        while True:
-            try:
-                if fn.is_async:
-                    return await target(*call.args, **call.kwargs)
-                if target in _INLINE:
-                    return target(*call.args, **call.kwargs)
+        if fn.is_async:
+            async def attempt() -> Any:
+                return await target(*call.args, **call.kwargs)
+        elif target in _INLINE:
+            async def attempt() -> Any:
+                return target(*call.args, **call.kwargs)
+        else:
+            async def attempt() -> Any:
                 return await self.worker.run_sync(
                     functools.partial(target, *call.args, **call.kwargs),
                     what=f"ctx.run({fn.name}) [{call.id}]")
+        return await self._retrying(attempt, call.opts.retry or fn.retry or self.worker.retry,
+                                    deadline, fn.name, call.id)
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[Any]], policy: RetryPolicy,
+                        deadline: int, name: str, pid: str) -> Any:
+        """``attempt()`` until it returns, retried on ``Exception`` per ``policy``.
+
+        The retry count lives in this process: after a crash the step starts a fresh count
+        where the task resumes, but no retry is ever scheduled at or past ``deadline`` (the
+        promise's, which is durable), so the deadline bounds crashes and retries together.
+        """
+        retries = 0
+        clock = self.worker.clock
+        while True:
+            try:
+                return await attempt()
             except Exception as exc:
-                attempt += 1
-                delay = policy.delay(attempt) if policy.should_retry(exc) else None
-                clock = self.worker.clock
+                retries += 1
+                delay = policy.delay(retries) if policy.should_retry(exc) else None
                 if delay is None or clock.now_ms() + delay * 1000 >= deadline:
                     raise
-                self.log.info("step_retry", step_id=call.id, function=fn.name,
-                              retry=attempt, delay=delay, error=repr(exc))
+                self.log.info("step_retry", step_id=pid, function=name,
+                              retry=retries, delay=delay, error=repr(exc))
                 await clock.sleep(delay)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from resonate_async._codec import Codec
 from resonate_async._errors import EncodingError, RegistrationError
+from resonate_async._retry import RetryPolicy
 
 
 def _takes_context(fn: Callable[..., Any]) -> bool:
@@ -39,13 +40,15 @@ def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
 class Function:
     """A callable the SDK can run: its name, version, and how to call it."""
 
-    __slots__ = ("bare", "durable", "fn", "hints", "is_async", "name", "returns", "signature",
-                 "version")
+    __slots__ = ("bare", "durable", "fn", "hints", "is_async", "name", "retry", "returns",
+                 "signature", "version")
 
-    def __init__(self, fn: Callable[..., Any], name: str, version: int) -> None:
+    def __init__(self, fn: Callable[..., Any], name: str, version: int,
+                 retry: RetryPolicy | None = None) -> None:
         self.fn = fn
         self.name = name
         self.version = version
+        self.retry = retry  # the registered default policy of a leaf function, if any
         self.durable = _takes_context(fn)
         self.is_async = inspect.iscoroutinefunction(fn)
         try:
@@ -121,7 +124,8 @@ class Registry:
             weakref.WeakKeyDictionary()
         )
 
-    def add(self, fn: Callable[..., Any], name: str | None = None, version: int = 1) -> Function:
+    def add(self, fn: Callable[..., Any], name: str | None = None, version: int = 1,
+            retry: RetryPolicy | None = None) -> Function:
         if not callable(fn):
             raise RegistrationError(f"register expects a function, got {fn!r}")
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
@@ -138,7 +142,18 @@ class Registry:
                 f"a different function is already registered as {name!r} version {version}; "
                 "give this one another name (register(name=...)) or a new version"
             )
-        function = Function(fn, name, version)
+        function = Function(fn, name, version, retry)
+        if retry is not None:
+            if not isinstance(retry, RetryPolicy):
+                raise RegistrationError(
+                    f"retry of {name!r} must be a retry policy (Exponential(), Linear(), "
+                    f"Constant(), Never()), got {type(retry).__name__} {retry!r:.60}")
+            if function.durable:
+                raise RegistrationError(
+                    f"retry=... applies to leaf functions only, and {name!r} takes a Context: "
+                    "a durable function is not retried but replayed. Put the policy on the "
+                    "leaf functions it calls (register them with retry=..., or "
+                    "ctx.run(leaf).options(retry=...))")
         self._by_key[(name, version)] = function
         self._by_fn[fn] = function
         return function

@@ -256,21 +256,24 @@ class _Simulator:
         p = self.network.engine.storage.get_promise(promise_id)
         if p is None or p.state not in ("rejected", "rejected_timedout"):
             return
-        try:
-            self.app.codec.outcome(p, what=promise_id)
-        except TimedOutError as exc:
-            # only the SDK's own cut-off at this step's deadline (user code may raise or
-            # pass on a TimedOutError of something else whenever it likes)
-            if f"[{promise_id}] did not finish before its deadline" not in str(exc):
+        if p.state == "rejected":
+            try:
+                self.app.codec.outcome(p, what=promise_id)
+            except TimedOutError as exc:
+                # only the SDK's own cut-off at this step's deadline (user code may raise or
+                # pass on a TimedOutError of something else whenever it likes)
+                if f"[{promise_id}] did not finish before its deadline" not in str(exc):
+                    return
+            except BaseException:  # any other rejection is not a timeout
                 return
-            if p.settled_at is not None and p.settled_at < p.timeout_at:
-                self.violations.append(
-                    f"step {promise_id} was settled as timed out at {p.settled_at}, "
-                    f"{p.timeout_at - p.settled_at} ms before its deadline {p.timeout_at}")
             else:
-                self.events["steps_timed_out"] += 1
-        except BaseException:  # any other rejection is not a timeout
-            return
+                return
+        if p.settled_at is not None and p.settled_at < p.timeout_at:
+            self.violations.append(
+                f"step {promise_id} was settled as timed out at {p.settled_at}, "
+                f"{p.timeout_at - p.settled_at} ms before its deadline {p.timeout_at}")
+        else:
+            self.events["steps_timed_out"] += 1
 
     def watch_claims(self, proc: Process, app: Resonate) -> None:
         """Count the ``execute`` messages ``proc``'s worker handles at once, per task."""

@@ -18,8 +18,10 @@ from resonate_async.testing import SKIP_TAG, Faults, Workflow, busy, side_effect
 
 REQUEST_LIMIT = 16 * 1024
 """The simulated server's request size limit (bytes) in every seed's environment."""
-BIG = 40_000
-"""The length of the ``oversized`` workflows' result: well over ``REQUEST_LIMIT``."""
+BIG = 60_000
+"""The length of the ``oversized`` workflows' result: well over ``REQUEST_LIMIT``, and over
+the 64 KiB encoded below which the SDK takes a 413 to a step's settle for a platform failure
+(released and retried with back-off) rather than a refusal of the value."""
 
 
 class Declined(Exception):
