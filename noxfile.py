@@ -180,3 +180,31 @@ def simulate(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     args = list(session.posargs) or ["--seeds", "2000"]
     session.run("python", "-m", "tests.simulation", *args)
+
+
+@nox.session(python="3.11", default=False)
+def ui(session: nox.Session) -> None:
+    """The dev server's web view in a real headless browser (tests/server/browser_ui.py):
+    Debian's chromium (installed with apt-get if missing, when run as root) driven by
+    playwright, which never downloads a browser of its own. Writes docs/ui.png
+    (``nox -s ui -- /tmp/shot.png`` to write elsewhere)."""
+    chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+    if not Path(chromium).exists():
+        if os.geteuid() != 0:
+            session.error(f"no chromium at {chromium}: install it (apt-get install -y "
+                          "chromium) or set CHROMIUM to a Chromium binary")
+        env = {"DEBIAN_FRONTEND": "noninteractive"}
+        session.run("apt-get", "update", external=True, env=env)
+        session.run("apt-get", "install", "-y", "chromium", external=True, env=env)
+    session.install("-e", ".[server]", "playwright")
+    session.run("python", "-m", "tests.server.browser_ui", "--chromium", chromium,
+                *session.posargs, env={"PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"})
+
+
+@nox.session(python="3.11", default=False)
+def docs(session: nox.Session) -> None:
+    """The API reference, generated from the docstrings by pdoc into docs/_build (open
+    docs/_build/index.html). Fails, naming them, if a public name has no docstring; the
+    examples of its front page (docs/api/guide.md) run in tests/docs/test_reference.py."""
+    session.install("-e", ".", "pdoc>=14")
+    session.run("python", "docs/api/build.py", *session.posargs)

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Concatenate, Final, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, Final, ParamSpec, TypedDict, TypeVar, overload
 
 import anyio
 import structlog
@@ -53,7 +53,7 @@ from resonate_async.protocol._records import (
 )
 from resonate_async.transport import EmbeddedTransport, Transport
 
-log = structlog.get_logger(__name__)
+log = structlog.get_logger("resonate_async.client")
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -61,6 +61,39 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # Executions may sleep or wait for people for weeks; steps and children default to a day.
 DEFAULT_TIMEOUT: Final = timedelta(days=365)
+
+
+class _HttpOptions(TypedDict, total=False):
+    timeout: float
+    connect_timeout: float
+    retry_for: float
+
+
+def _http_options(request_timeout: float | timedelta | None, retry_for: float | timedelta | None,
+                  http: bool) -> _HttpOptions:
+    """``HttpTransport`` arguments from ``Resonate(request_timeout=, retry_for=)``, checked."""
+    options: _HttpOptions = {}
+    for name, value in (("request_timeout", request_timeout), ("retry_for", retry_for)):
+        if value is None:
+            continue
+        if not http:
+            raise ValueError(
+                f"Resonate({name}=...) applies to a Resonate server (url=... or RESONATE_URL), "
+                "and this instance uses an embedded engine or a transport of its own: drop "
+                f"{name}=, or pass it to the transport (HttpTransport(url, {name}=...))"
+                if name == "retry_for" else
+                f"Resonate({name}=...) applies to a Resonate server (url=... or RESONATE_URL), "
+                "and this instance uses an embedded engine or a transport of its own: drop "
+                f"{name}=, or pass it to the transport (HttpTransport(url, timeout=...))")
+        milliseconds(value, f"Resonate({name}=...)", allow_zero=name == "retry_for")
+        seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+        if name == "retry_for":
+            options["retry_for"] = seconds
+        else:
+            options["timeout"] = seconds
+    if "timeout" in options:
+        options["connect_timeout"] = min(5.0, options["timeout"])
+    return options
 
 
 class Resonate:
@@ -84,6 +117,13 @@ class Resonate:
     (encrypt every value before it is stored: an ``Encryptor``), ``shutdown_grace``
     (seconds, default 30: how long stopping waits for sync steps still running in threads;
     see ``serve``).
+
+    With a server (``url=`` or ``RESONATE_URL``): ``request_timeout`` (seconds or timedelta,
+    default 60: the longest wait for the answer to one request; a TCP connect waits at most
+    5 s of it) and ``retry_for`` (seconds or timedelta, default 30; 0 tries once: how long a
+    request that cannot reach the server is retried, with backoff, before it raises
+    ``TransportError``). A web handler that must answer fast while the server is down wants
+    a small ``retry_for``. For another transport, set these on the transport itself.
     """
 
     def __init__(
@@ -104,6 +144,8 @@ class Resonate:
         transport: Transport | None = None,
         encryptor: Encryptor | None = None,
         shutdown_grace: float | timedelta = DEFAULT_SHUTDOWN_GRACE,
+        request_timeout: float | timedelta | None = None,
+        retry_for: float | timedelta | None = None,
     ) -> None:
         quiet_by_default()
         if sum(x is not None for x in (path, url, transport)) > 1:
@@ -143,14 +185,15 @@ class Resonate:
         self.shutdown_grace = milliseconds(shutdown_grace, "shutdown_grace", allow_zero=True) / 1000
         self.connect_wait = 10.0
         self.codec = Codec(encryptor)
-        self.registry = Registry()
+        self.registry = Registry(on_module=self.codec.trust_module)
         self._dependencies: dict[type[Any], Any] = {}
+        http_options = _http_options(request_timeout, retry_for, url is not None)
         if transport is not None:
             self.transport: Transport = transport
         elif url is not None:
             from resonate_async.transport import HttpTransport
 
-            self.transport = HttpTransport(url, token=token)
+            self.transport = HttpTransport(url, token=token, **http_options)
         elif path is not None:
             from resonate_async.engine import Engine
 
@@ -471,7 +514,7 @@ class Resonate:
     async def run(self, id: str, fn: str, /, *args: Any,
                   **kwargs: Any) -> Handle[Any]: ...
 
-    async def run(self, id: str, fn: Any, /, *args: Any,
+    async def run(self, id: str, fn: Callable[..., Any] | str, /, *args: Any,
                   **kwargs: Any) -> Handle[Any]:
         """Start ``fn(*args, **kwargs)`` as execution ``id`` in this process.
 
@@ -496,7 +539,7 @@ class Resonate:
     @overload
     async def rpc(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> Handle[Any]: ...
 
-    async def rpc(self, id: str, fn: Any, /, *args: Any,
+    async def rpc(self, id: str, fn: Callable[..., Any] | str, /, *args: Any,
                   **kwargs: Any) -> Handle[Any]:
         """Start ``fn(*args, **kwargs)`` as execution ``id`` on any worker of the target
         group (by default this one's). ``fn`` is a function name or a registered function."""

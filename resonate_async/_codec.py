@@ -4,7 +4,8 @@ Values are msgspec JSON, base64-encoded into ``data`` (the convention every Reso
 follows). Decoding converts to the annotated type when one is known: msgspec Structs,
 dataclasses, attrs classes, pydantic models, enums, datetimes, tuples and sets round-trip.
 Errors travel as ``{"__type": "error", "type", "module", "message", "args"}`` and are rebuilt
-only for builtin exception types and types registered with ``register_error``: never pickle.
+only for builtin exception types, types registered with ``register_error`` and the
+application's own exception classes (see ``Codec.app_class``): never pickle, never import.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import base64
 import builtins
 import contextlib
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol
 
@@ -75,9 +77,14 @@ class Encryptor(Protocol):
     encrypt (wrong key, tampering).
     """
 
-    def encrypt(self, data: bytes) -> bytes: ...
+    def encrypt(self, data: bytes) -> bytes:
+        """The ciphertext of ``data``."""
+        ...
 
-    def decrypt(self, data: bytes) -> bytes: ...
+    def decrypt(self, data: bytes) -> bytes:
+        """The plaintext of ``data``; raises if this key did not encrypt it (wrong key,
+        tampering)."""
+        ...
 
 
 class Codec:
@@ -86,6 +93,8 @@ class Codec:
     def __init__(self, encryptor: Encryptor | None = None) -> None:
         self.encryptor = encryptor
         self._errors: dict[tuple[str, str], type[BaseException]] = {}
+        # Top-level packages (or modules) holding registered functions: the application's.
+        self._app_packages: set[str] = set()
         for cls in [*_errors.ResonateError.__subclasses__(), ResonateError]:
             self.register_error(cls)  # the SDK's own errors keep their type across boundaries
 
@@ -94,6 +103,38 @@ class Codec:
         if not (isinstance(cls, type) and issubclass(cls, BaseException)):
             raise TypeError(f"register_error expects an exception class, got {cls!r}")
         self._errors[(cls.__module__, cls.__qualname__)] = cls
+
+    def trust_module(self, module: object) -> None:
+        """Count ``module``'s top-level package as the application's (it holds a registered
+        function): its exception classes are rebuilt as themselves (see ``app_class``)."""
+        if isinstance(module, str) and module:
+            top = module.split(".", 1)[0]
+            if top not in ("builtins", "resonate_async"):
+                self._app_packages.add(top)
+
+    def app_class(self, module: str, qualname: str) -> type[Exception] | None:
+        """The application's exception class ``module.qualname``, if it can be found safely.
+
+        Found only in a module already imported (nothing is ever imported because stored data
+        names it) whose top-level package holds a registered function, by reading module and
+        class namespaces (no ``__getattr__`` runs), and only if it is an ``Exception`` that
+        names itself so: a class defined inside a function (``<locals>``) is never found.
+        """
+        if not module or not qualname or "<" in qualname:
+            return None
+        if module.split(".", 1)[0] not in self._app_packages:
+            return None
+        found: Any = sys.modules.get(module)
+        for part in qualname.split("."):
+            namespace = getattr(found, "__dict__", None)
+            if not isinstance(namespace, Mapping):
+                return None
+            found = namespace.get(part)
+        if (isinstance(found, type) and issubclass(found, Exception)
+                and not issubclass(found, ApplicationError)
+                and found.__module__ == module and found.__qualname__ == qualname):
+            return found
+        return None
 
     # the envelope of every value: JSON, optionally encrypted, then base64 ---------------------
     def _seal(self, raw: bytes) -> str:
@@ -238,6 +279,8 @@ class Codec:
             candidate = getattr(builtins, type_name, None)
             if isinstance(candidate, type) and issubclass(candidate, Exception):
                 cls = candidate
+        if cls is None and isinstance(module, str) and isinstance(type_name, str):
+            cls = self.app_class(module, type_name)
         # Only Exceptions are rebuilt: a SystemExit or KeyboardInterrupt from user code must
         # not unwind the caller's process; it arrives as ApplicationError naming its type.
         if cls is not None and issubclass(cls, Exception) and not issubclass(
@@ -249,7 +292,8 @@ class Codec:
                     return cls(*attempt)
                 except Exception:  # the type's constructor wants other arguments
                     continue
-        return ApplicationError(message, type_name=str(type_name), module=str(module))
+        return ApplicationError(message, type_name=str(type_name), module=str(module),
+                                hint=_unrebuilt_hint(str(module), str(type_name), cls))
 
     def outcome(self, promise: Promise, type_: Any = Any, *, what: str = "value") -> Any:
         """The value of a settled promise, or raise the error it was rejected with."""
@@ -263,6 +307,29 @@ class Codec:
         if state == "rejected_canceled":
             raise CanceledError(f"promise {promise.id!r} was canceled")
         raise AssertionError(f"promise {promise.id!r} is still pending")  # pragma: no cover
+
+
+def _unrebuilt_hint(module: str, type_name: str, cls: type[BaseException] | None) -> str:
+    """Why an error of type ``module.type_name`` arrives as ``ApplicationError``."""
+    short = type_name.rsplit(".", 1)[-1] or "MyError"
+    if cls is None and module == "builtins":
+        cls = getattr(builtins, type_name, None)
+    if isinstance(cls, type) and not issubclass(cls, Exception):
+        return ("a BaseException from user code: it fails only the step or function that "
+                "raised it, and is never re-raised as itself")
+    if not type_name or module == "builtins":
+        return ""
+    if cls is not None:
+        return (f"{short} was found, but {short}(*args) refused the stored arguments and "
+                f"{short}(message) too: give it a constructor that accepts the arguments it "
+                "passes to Exception.__init__")
+    if "<locals>" in type_name:
+        return (f"{short} is defined inside a function, where no other run can find it: "
+                "define it at module level in your application, or register it with "
+                f"resonate.register_error({short}), to catch it as itself")
+    return (f"{module}.{type_name} is not registered, and not a class of a module of this "
+            f"process's registered functions: register it with resonate.register_error({short})"
+            " to catch it as itself")
 
 
 def _message(exc: BaseException) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import random as _random
 import sys
-import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -41,6 +40,7 @@ if TYPE_CHECKING:
     from resonate_async.core._execution import Execution
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)  # a Handle[bool] is a Handle[object]
 P = ParamSpec("P")
 
 CallKind = Literal["run", "rpc", "sleep", "promise", "detached"]
@@ -62,6 +62,13 @@ class Info:
     """When this function's promise times out."""
     function: str
     """The registered name of this function."""
+    origin: str
+    """The id of the top-level execution this function descends from (rpc children too)."""
+    branch: str
+    """The id of the task this function runs in: the root, or the rpc child it belongs to."""
+    tags: dict[str, str]
+    """The tags of this function's promise (a copy): yours from ``.options(tags=...)`` or
+    ``resonate.options(tags=...).run(...)``, and the SDK's ``resonate:*`` ones."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,7 @@ _NO_OPTIONS = Options()
 class Call(Generic[T]):
     """A durable call not started yet: ``await`` it for its value or ``.spawn()`` it."""
 
-    __slots__ = ("_made_at", "args", "ctx", "fn", "id", "kind", "kwargs", "opts")
+    __slots__ = ("_made_at", "_run", "args", "ctx", "fn", "id", "kind", "kwargs", "opts")
 
     def __init__(self, ctx: Context, kind: CallKind, fn: Any, args: tuple[Any, ...],
                  kwargs: dict[str, Any], opts: Options = _NO_OPTIONS) -> None:
@@ -94,6 +101,7 @@ class Call(Generic[T]):
         # Where user code made the call (file, line), until it is awaited or spawned: a call
         # dropped before that is reported as never run, like an un-awaited coroutine.
         self._made_at: tuple[str, int] | None = _caller()
+        self._run = ctx._exec.run_number
 
     def options(
         self,
@@ -118,7 +126,6 @@ class Call(Generic[T]):
                     f"lone surrogates; it is placed under the caller's id ({self.ctx.id})"
                 )
             self.id = child_id(self.ctx.id, id)
-            self.ctx._moved(self.id)
         problem = tags_problem(tags, reserved_ok=False)
         if problem:
             raise ContextError(f"{problem} (options of the call {self.id})")
@@ -141,12 +148,18 @@ class Call(Generic[T]):
 
     def __await__(self) -> Generator[Any, None, T]:
         self._made_at = None
-        return self.ctx._exec.await_call(self).__await__()
+        ex = self.ctx._exec
+        if self.kind == "run":
+            ex.frontier.started(self.id)
+        return ex.await_call(self).__await__()
 
     async def spawn(self) -> Handle[T]:
         """Start the call now; await the returned handle later for its value."""
         self._made_at = None
-        return await self.ctx._exec.spawn_call(self)
+        ex = self.ctx._exec
+        if self.kind == "run":
+            ex.frontier.started(self.id)
+        return await ex.spawn_call(self)
 
     def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
         # Reached when a call object is handed where a function is expected:
@@ -159,12 +172,15 @@ class Call(Generic[T]):
 
     def __del__(self) -> None:
         made_at = getattr(self, "_made_at", None)
-        if made_at is not None:
-            self._made_at = None
-            warnings.warn_explicit(
-                f"{self._what()} [{self.id}] was never awaited, so it never ran: write "
-                f"`await {self._what()}`, or `await {self._what()}.spawn()` to start it in the "
-                "background", RuntimeWarning, made_at[0], made_at[1])
+        if made_at is None:
+            return
+        self._made_at = None
+        # Judged when the run ends (see _frontier.report_dropped): a call dropped by a run that then
+        # suspends or is cut short was not forgotten, the run simply never got to it. A call
+        # that outlives its run (kept by a traceback, collected late) gets no verdict.
+        ex = self.ctx._exec
+        if ex._tg is not None and ex.run_number == self._run:
+            ex.dropped.append((self._what(), self.id, made_at))
 
     def _what(self) -> str:
         if self.kind in ("run", "rpc"):
@@ -177,7 +193,7 @@ class Call(Generic[T]):
         return f"<Call {self.kind} {self.id}: await it, or start it with .spawn()>"
 
 
-class Handle(Generic[T]):
+class Handle(Generic[T_co]):
     """A started durable call or execution: ``await handle`` (or ``await handle.result()``)
     gives its value, or raises the error it failed with.
 
@@ -192,11 +208,16 @@ class Handle(Generic[T]):
         self.id = promise_id
         self._state = state
 
-    def __await__(self) -> Generator[Any, None, T]:
-        value: T = yield from self._state.wait(self).__await__()
+    def __await__(self) -> Generator[Any, None, T_co]:
+        try:
+            value: T_co = yield from self._state.wait(self).__await__()
+        finally:
+            execution = getattr(self._state, "execution", None)  # None: a client's handle
+            if execution is not None:
+                execution.frontier.awaited(self.id)
         return value
 
-    async def result(self, timeout: float | timedelta | None = None) -> T:
+    async def result(self, timeout: float | timedelta | None = None) -> T_co:
         """The value, waiting at most ``timeout`` (seconds or timedelta) for it.
 
         Raises ``TimeoutError`` when the wait runs out (the durable work goes on), or the
@@ -212,6 +233,18 @@ class Handle(Generic[T]):
         """Whether the work has settled (completed or failed), without waiting for it."""
         return bool(await self._state.done(self))
 
+    async def cancel(self) -> None:
+        """Cancel the work, durably: its promise is settled as canceled, and awaiting the
+        handle then raises ``CanceledError``.
+
+        In a durable function, a spawned local step's code is cancelled (its anyio scope)
+        with its pending descendants; an rpc child's, a sleep's or a ``ctx.promise()``'s
+        promise is settled as canceled (an rpc child running elsewhere stops at its next
+        durable step). A cancelled child counts as settled, so the caller can complete, and
+        replays see the same outcome. Work that settled first keeps its outcome.
+        """
+        await self._state.cancel(self)
+
     def __repr__(self) -> str:
         return f"<Handle {self.id}>"
 
@@ -219,8 +252,8 @@ class Handle(Generic[T]):
 class Context:
     """The durable function's gateway to durable steps. Never build one yourself."""
 
-    __slots__ = ("_counter", "_depth", "_exec", "_log", "_parent", "_replaying", "_timeout_at",
-                 "function", "id")
+    __slots__ = ("_counter", "_depth", "_exec", "_log", "_parent", "_timeout_at", "function",
+                 "id")
 
     def __init__(self, execution: Execution, promise_id: str, timeout_at: int,
                  function: str, parent: str | None, depth: int = 0) -> None:
@@ -232,20 +265,11 @@ class Context:
         self._parent = parent
         self._depth = depth  # durable functions nested by ctx.run between this and the root
         self._log: ReplayAwareLogger | None = None
-        # Replaying while the calls made so far were made by an earlier run too (their
-        # promises are known): then ctx.log is silent, as it already logged this stretch.
-        self._replaying = child_id(promise_id, 1) in execution.cache
 
     def _mint(self, custom: str | None) -> str:
         self._exec.check_live(self)
         self._counter += 1
-        pid = child_id(self.id, custom if custom is not None else self._counter)
-        self._replaying = pid in self._exec.cache
-        return pid
-
-    def _moved(self, pid: str) -> None:
-        """A call of this context took the id ``pid`` instead of the one minted for it."""
-        self._replaying = pid in self._exec.cache
+        return child_id(self.id, custom if custom is not None else self._counter)
 
     @property
     def log(self) -> ReplayAwareLogger:
@@ -257,16 +281,20 @@ class Context:
         if self._log is None:
             ex = self._exec
             self._log = ReplayAwareLogger(
-                self, structlog.get_logger("resonate_async.app").bind(
+                ex.frontier, structlog.get_logger("resonate_async.app").bind(
                     promise_id=self.id, task_id=ex.id, function=self.function,
                     attempt=ex.version))
         return self._log
 
     @property
     def info(self) -> Info:
+        """Facts about this durable function: where it runs, since when and as what (its
+        ids, deadline, attempt and registered name: see ``Info``)."""
         ex = self._exec
+        own = ex.root if self.id == ex.id else ex.cache.get(self.id)
         return Info(self.id, ex.id, self._parent, ex.version,
-                    datetime.fromtimestamp(self._timeout_at / 1000, UTC), self.function)
+                    datetime.fromtimestamp(self._timeout_at / 1000, UTC), self.function,
+                    ex.origin, ex.branch, dict(own.tags) if own is not None else {})
 
     @overload
     def run(self, fn: Callable[Concatenate[Context, P], Coroutine[Any, Any, T]], /,
@@ -325,7 +353,6 @@ class Context:
         call: Call[Any] = Call(self, "detached", fn, args, kwargs)
         call.id = self._exec.detached_id(self.id, self._counter)
         call._made_at = None  # an un-awaited spawn() coroutine is reported by Python itself
-        self._moved(call.id)
         return call.spawn()
 
     def sleep(self, seconds: float | timedelta | None = None, *,
@@ -346,12 +373,23 @@ class Context:
             raise ContextError(f"ctx.sleep expects a non-negative duration, got {seconds!r}")
         return Call(self, "sleep", None, (), {"seconds": float(span)})
 
+    @overload
     def promise(self, *, timeout: float | timedelta | None = None,
-                type: Any = Any) -> Call[Any]:
+                type: type[T], data: Any = None) -> Call[T]: ...
+
+    @overload
+    def promise(self, *, timeout: float | timedelta | None = None,
+                data: Any = None) -> Call[Any]: ...
+
+    def promise(self, *, timeout: float | timedelta | None = None,
+                type: Any = Any, data: Any = None) -> Call[Any]:
         """A promise settled from outside (human in the loop): ``.spawn()`` it, publish
         ``handle.id``, and ``await handle`` for the value someone resolves it with
-        (``resonate.promises.resolve(id, value)``)."""
-        call: Call[Any] = Call(self, "promise", None, (), {"type": type})
+        (``resonate.promises.resolve(id, value)``), converted to ``type`` when given
+        (``ctx.promise(type=Approval)`` is a ``Call[Approval]``). ``data`` is stored as the
+        promise's param, for whoever settles it to read (``(await
+        resonate.promises.get(id)).param``): what the approval is about, for instance."""
+        call: Call[Any] = Call(self, "promise", None, (), {"type": type, "data": data})
         if timeout is not None:
             call.options(timeout=timeout)
         return call
@@ -363,6 +401,19 @@ class Context:
     def random(self) -> Call[float]:
         """A random float in [0, 1), recorded as a step: identical on every replay."""
         return Call(self, "run", _random.random, (), {})
+
+    async def first(self, *handles: Handle[T], cancel_rest: bool = True) -> Handle[T]:
+        """The first of ``handles`` (spawned in this function) to settle: a durable race.
+
+        The winner is recorded as a step, so every replay returns the same handle even when
+        all of them have settled by then; compare it with ``is``. The others are cancelled
+        (``handle.cancel()``) unless ``cancel_rest=False``. Await the winner for its value
+        (or error). This is the durable way to race work or give it a deadline: pair it with
+        ``ctx.sleep(...).spawn()``; an anyio cancel scope or ``fail_after`` around an await
+        is wall-clock time in one process and is not recorded.
+        """
+        winner: Handle[T] = await self._exec.first(self, handles, cancel_rest)
+        return winner
 
     def get_dependency(self, type_: type[T]) -> T:
         """The object registered with ``resonate.set_dependency`` for ``type_``."""

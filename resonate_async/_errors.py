@@ -39,14 +39,18 @@ class ApplicationError(ResonateError):
     """A durable function failed with an exception type this process cannot rebuild.
 
     ``type_name`` and ``module`` name the original exception type; register the type with
-    ``resonate.register_error(MyError)`` to get instances of it instead.
+    ``resonate.register_error(MyError)`` to get instances of it instead. ``hint`` (shown in
+    ``str()``, never stored) says why this process could not rebuild it.
     """
 
-    def __init__(self, message: str, *, type_name: str = "", module: str = "") -> None:
-        super().__init__(f"{type_name}: {message}" if type_name else message)
+    def __init__(self, message: str, *, type_name: str = "", module: str = "",
+                 hint: str = "") -> None:
+        text = f"{type_name}: {message}" if type_name else message
+        super().__init__(f"{text} ({hint})" if hint else text)
         self.message = message
         self.type_name = type_name
         self.module = module
+        self.hint = hint
 
 
 class EncodingError(ResonateError, TypeError):

@@ -87,3 +87,6 @@ class RootState:
         if self.drive is not None and self.drive.promise is not None:
             return True
         return await self.client._is_settled(handle.id)
+
+    async def cancel(self, handle: Handle[Any]) -> None:
+        await self.client.promises.cancel(handle.id)

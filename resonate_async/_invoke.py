@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
 import structlog
 
 from resonate_async._checks import milliseconds, tags_problem
-from resonate_async._context import Handle
+from resonate_async._context import Context, Handle
 from resonate_async._errors import NotStartedError, RegistrationError, ResonateError
 from resonate_async._handles import Drive, RootState
 from resonate_async._status import expect_ok
@@ -29,7 +30,10 @@ from resonate_async.protocol import (
 if TYPE_CHECKING:
     from resonate_async._client import Resonate
 
-log = structlog.get_logger("resonate_async._client")
+log = structlog.get_logger("resonate_async.client")
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class Invoker:
@@ -72,7 +76,23 @@ class Invoker:
                 TAG_SCOPE: "global", TAG_TARGET: target}
         return PromiseCreate(id, client.clock.now_ms() + self.timeout_ms, param, tags)
 
-    async def run(self, id: str, fn: Any, /, *args: Any, **kwargs: Any) -> Handle[Any]:
+    @overload
+    async def run(self, id: str, fn: Callable[Concatenate[Context, P], Coroutine[Any, Any, T]],
+                  /, *args: P.args, **kwargs: P.kwargs) -> Handle[T]: ...
+
+    @overload
+    async def run(self, id: str, fn: Callable[P, Coroutine[Any, Any, T]], /,
+                  *args: P.args, **kwargs: P.kwargs) -> Handle[T]: ...
+
+    @overload
+    async def run(self, id: str, fn: Callable[P, T], /,
+                  *args: P.args, **kwargs: P.kwargs) -> Handle[T]: ...
+
+    @overload
+    async def run(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> Handle[Any]: ...
+
+    async def run(self, id: str, fn: Callable[..., Any] | str, /, *args: Any,
+                  **kwargs: Any) -> Handle[Any]:
         """See ``Resonate.run``."""
         client = self.client
         tg = client._require_running("resonate.run")
@@ -103,7 +123,23 @@ class Invoker:
             expect_ok(response, "task.create")
         return Handle(id, RootState(client, returns, drive))
 
-    async def rpc(self, id: str, fn: Any, /, *args: Any, **kwargs: Any) -> Handle[Any]:
+    @overload
+    async def rpc(self, id: str, fn: Callable[Concatenate[Context, P], Coroutine[Any, Any, T]],
+                  /, *args: P.args, **kwargs: P.kwargs) -> Handle[T]: ...
+
+    @overload
+    async def rpc(self, id: str, fn: Callable[P, Coroutine[Any, Any, T]], /,
+                  *args: P.args, **kwargs: P.kwargs) -> Handle[T]: ...
+
+    @overload
+    async def rpc(self, id: str, fn: Callable[P, T], /,
+                  *args: P.args, **kwargs: P.kwargs) -> Handle[T]: ...
+
+    @overload
+    async def rpc(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> Handle[Any]: ...
+
+    async def rpc(self, id: str, fn: Callable[..., Any] | str, /, *args: Any,
+                  **kwargs: Any) -> Handle[Any]:
         """See ``Resonate.rpc``."""
         client = self.client
         client._require_running("resonate.rpc")

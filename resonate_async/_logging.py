@@ -78,7 +78,8 @@ def configure_logging(level: str | int = "INFO", *, json: bool = False,
             are left as they are, but the chatter of the event loops and HTTP clients
             (``asyncio``, ``trio``, ``anyio``, ``httpx``, ``httpcore``, ``h11``, ``h2``,
             ``hpack``, ``urllib3``) below ``WARNING`` is held back at the handler, unless you
-            gave that library's logger a level yourself (``logging.getLogger("httpx").setLevel(...)``).
+            gave that library's logger a level yourself
+            (``logging.getLogger("httpx").setLevel("DEBUG")``).
         json: render JSON lines instead of console lines.
         stream: where to write (default: ``sys.stderr``, looked up at each write).
 
@@ -155,7 +156,7 @@ def quiet_by_default() -> None:
 
 
 class _Frontier(Protocol):
-    _replaying: bool
+    live: bool
 
 
 class ReplayAwareLogger:
@@ -175,35 +176,35 @@ class ReplayAwareLogger:
     @property
     def replaying(self) -> bool:
         """Whether the function is re-running calls an earlier run already made."""
-        return self._frontier._replaying
+        return not self._frontier.live
 
     def bind(self, **values: Any) -> ReplayAwareLogger:
         """This logger with ``values`` bound to every event."""
         return ReplayAwareLogger(self._frontier, self._log.bind(**values))
 
     def debug(self, event: str, *args: Any, **values: Any) -> None:
-        if not self._frontier._replaying:
+        if self._frontier.live:
             self._log.debug(event, *args, **values)
 
     def info(self, event: str, *args: Any, **values: Any) -> None:
-        if not self._frontier._replaying:
+        if self._frontier.live:
             self._log.info(event, *args, **values)
 
     def warning(self, event: str, *args: Any, **values: Any) -> None:
-        if not self._frontier._replaying:
+        if self._frontier.live:
             self._log.warning(event, *args, **values)
 
     def error(self, event: str, *args: Any, **values: Any) -> None:
-        if not self._frontier._replaying:
+        if self._frontier.live:
             self._log.error(event, *args, **values)
 
     def exception(self, event: str, *args: Any, **values: Any) -> None:
         """``error`` with the exception being handled attached."""
-        if not self._frontier._replaying:
+        if self._frontier.live:
             self._log.exception(event, *args, **values)
 
     def critical(self, event: str, *args: Any, **values: Any) -> None:
-        if not self._frontier._replaying:
+        if self._frontier.live:
             self._log.critical(event, *args, **values)
 
     def __repr__(self) -> str:

@@ -7,13 +7,14 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from resonate_async._checks import milliseconds, tags_problem
-from resonate_async._errors import ApplicationError, RegistrationError
+from resonate_async._errors import ApplicationError, RegistrationError, ResonateError
 from resonate_async._records import PromiseRecord, ScheduleRecord
 from resonate_async._status import expect_ok
-from resonate_async.core._execution import halt_unrun_task
+from resonate_async.core._execution import halt_unrun_task, pending_descendants
 from resonate_async.protocol import (
     TAG_EXTERNAL,
     TAG_TARGET,
+    TAG_TIMER,
     PromiseCreate,
     PromiseGet,
     PromiseSearch,
@@ -83,8 +84,26 @@ class Promises:
         return await self._settle(id, "rejected", self._client.codec.encode_error(exc))
 
     async def cancel(self, id: str) -> PromiseRecord:
-        """Cancel promise ``id``: awaiting it raises ``CanceledError``."""
-        return await self._settle(id, "rejected_canceled", Value())
+        """Cancel promise ``id``: awaiting it raises ``CanceledError``.
+
+        For an execution, its pending descendants (rpc children, their children, sleeps,
+        promises) are cancelled too, deepest first, and the worker running it stops within
+        half a lease; detached work is not a descendant and keeps running. A descendant that
+        settled first keeps its outcome. Raises ``ResonateError`` if the server refuses to
+        search for the descendants (a token scoped to an id prefix may not search); the
+        promise itself is cancelled by then.
+        """
+        record = await self._settle(id, "rejected_canceled", Value())
+        if record.tags.get(TAG_EXTERNAL) or record.tags.get(TAG_TIMER):
+            return record  # a promise nobody runs has no descendants
+        try:
+            below = await pending_descendants(self._client.send, id)
+        except ResonateError as exc:
+            raise ResonateError(f"{id!r} is cancelled, but its descendants could not be "
+                                f"found to cancel them: {exc}") from None
+        for child in below:
+            await self._settle(child, "rejected_canceled", Value())
+        return record
 
     async def search(self, *, state: str | None = None, tags: dict[str, str] | None = None,
                      page_size: int = 100) -> AsyncIterator[PromiseRecord]:

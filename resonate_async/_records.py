@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from resonate_async._codec import Codec
 from resonate_async.protocol import Promise, Schedule
+
+T = TypeVar("T")
 
 
 def _at(ms: int | None) -> datetime | None:
@@ -34,6 +36,7 @@ class PromiseRecord:
 
     @classmethod
     def of(cls, promise: Promise, codec: Codec) -> PromiseRecord:
+        """The record of a wire ``Promise``, whose values ``codec`` decodes on demand."""
         created = _at(promise.created_at)
         timeout = _at(promise.timeout_at)
         assert created is not None and timeout is not None
@@ -45,8 +48,18 @@ class PromiseRecord:
         """Whether nobody has settled the promise yet."""
         return self.state == "pending"
 
+    @overload
+    def result(self) -> Any: ...
+
+    @overload
+    def result(self, type: type[T]) -> T: ...
+
+    @overload
+    def result(self, type: Any) -> Any: ...
+
     def result(self, type: Any = Any) -> Any:
-        """The resolved value (converted to ``type``), or raise the rejection's error.
+        """The resolved value (converted to ``type``, and typed so: ``record.result(Order)``
+        is an ``Order``), or raise the rejection's error.
 
         Raises ``ResonateError`` if the promise is still pending.
         """
@@ -77,6 +90,8 @@ class ScheduleRecord:
 
     @classmethod
     def of(cls, schedule: Schedule, codec: Codec) -> ScheduleRecord:
+        """The record of a wire ``Schedule`` (``function`` is ``""`` when its param names
+        none)."""
         try:
             function = codec.decode_invocation(schedule.promise_param).func
         except Exception:  # a schedule made by another tool may carry anything

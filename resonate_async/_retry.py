@@ -18,9 +18,13 @@ class RetryPolicy:
     non_retryable: tuple[type[BaseException], ...] = field(default=())
 
     def delay(self, attempt: int) -> float | None:
+        """The seconds to wait before retry ``attempt`` (1: the first retry), or ``None``
+        to give up."""
         raise NotImplementedError
 
     def should_retry(self, exc: BaseException) -> bool:
+        """Whether a step that raised ``exc`` may be retried: not if its type is in
+        ``non_retryable``."""
         return not isinstance(exc, self.non_retryable)
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import random
+import re
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, NoReturn
@@ -31,6 +33,7 @@ from resonate_async._errors import (
     Suspended,
     TimedOutError,
 )
+from resonate_async._frontier import Dropped, Frontier, report_dropped
 from resonate_async._retry import RetryPolicy
 from resonate_async._tracing import step_span
 from resonate_async.core._guard import Deadline, is_ours
@@ -47,11 +50,14 @@ from resonate_async.protocol import (
     FenceSettle,
     Promise,
     PromiseCreate,
+    PromiseGet,
+    PromiseSearch,
     PromiseSettle,
     Response,
     TaskFence,
     TaskHalt,
     Value,
+    extends,
     origin_of,
 )
 from resonate_async.protocol._records import TIMER_TARGET
@@ -59,7 +65,7 @@ from resonate_async.protocol._records import TIMER_TARGET
 if TYPE_CHECKING:
     from resonate_async.core._driver import Worker
 
-log = structlog.get_logger("resonate_async.execution")
+log = structlog.get_logger("resonate_async.worker")
 
 CALL_TAG: Final = "resonate_async:call"
 DAY_MS: Final = 86_400_000
@@ -101,15 +107,20 @@ class Outcome:
 class _LocalState:
     """A spawned local step running in the execution's task group."""
 
-    __slots__ = ("error", "execution", "finished", "run", "suspended", "value")
+    __slots__ = ("call", "cancel_requested", "error", "execution", "finished", "run", "scope",
+                 "stopped", "suspended", "value")
 
-    def __init__(self, execution: Execution) -> None:
+    def __init__(self, execution: Execution, call: Call[Any]) -> None:
         self.execution = execution
+        self.call = call
         self.run = execution.run_number
-        self.finished = anyio.Event()
+        self.finished = anyio.Event()  # the outcome is final: awaiting the handle gives it
+        self.stopped = anyio.Event()  # the step's task has ended
         self.value: Any = None
         self.error: BaseException | None = None
         self.suspended: Suspended | None = None
+        self.scope: anyio.CancelScope | None = None  # set once the step's task has started
+        self.cancel_requested = False
 
     async def wait(self, handle: Handle[Any]) -> Any:
         self.execution.check_handle(handle, self.run)
@@ -122,6 +133,10 @@ class _LocalState:
 
     async def done(self, handle: Handle[Any]) -> bool:
         return self.finished.is_set()
+
+    async def cancel(self, handle: Handle[Any]) -> None:
+        self.execution.check_handle(handle, self.run)
+        await self.execution.cancel_handle(handle.id, self)
 
 
 class _RemoteState:
@@ -147,6 +162,10 @@ class _RemoteState:
         p = self.execution.cache.get(handle.id)
         return p is not None and p.state != "pending"
 
+    async def cancel(self, handle: Handle[Any]) -> None:
+        self.execution.check_handle(handle, self.run)
+        await self.execution.cancel_handle(handle.id, None)
+
 
 class Execution:
     """The replay state of one task held by this worker."""
@@ -167,8 +186,11 @@ class Execution:
         self.cache: dict[str, Promise] = kept if kept is not None else {}
         self.absorb(preload)
         self.pending: dict[str, None] = {}
+        self.locals: dict[str, _LocalState] = {}  # this run's spawned local steps, by id
         self.nondeterminism: NonDeterminismError | None = None
         self.run_number = 0
+        self.dropped: list[Dropped] = []  # calls this run made and never awaited nor spawned
+        self.frontier = Frontier(self.cache, task_id)  # where this run stands, for ctx.log
         self._tg: TaskGroup | None = None
         self.log = logger if logger is not None else log.bind(
             task_id=task_id, promise_id=task_id, attempt=version)
@@ -191,12 +213,17 @@ class Execution:
         """
         self.run_number += 1
         self.pending = {}
+        self.locals = {}
+        self.dropped = []
+        self.frontier = Frontier(self.cache, self.id)
         fn = self.function
         ctx = Context(self, self.id, self.root.timeout_at, fn.name, None)
         outcome: Outcome
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                watch = _RootWatch(self, tg)
+                tg.start_soon(watch.run)
                 try:
                     value: Any = None
                     with Deadline(self.worker.clock, self.root.timeout_at, tg) as bound:
@@ -232,6 +259,7 @@ class Execution:
                     if is_ours(exc):
                         raise
                     outcome = Outcome("failed", error=exc)  # SystemExit & co. from user code
+                tg.start_soon(watch.stop_when_quiet)
         except BaseExceptionGroup as group:
             # The platform failed under the task group (in the body, which trio wraps, or in
             # a spawned step): the run is over, whatever else the group holds.
@@ -239,15 +267,29 @@ class Execution:
             raise
         finally:
             self._tg = None
+        if watch.settled is not None:
+            raise LeaseLost(f"{self.id} was settled ({watch.settled}) while it ran: it stops "
+                            "here, and nothing more is written")
         if self.nondeterminism is not None:
             return Outcome("failed", error=self.nondeterminism)
         if outcome.kind != "failed" and self.pending:
             # Spawned children belong to the execution: it completes only once they settle.
+            if outcome.kind == "done":  # returned, yet waits: say why (often a lost race)
+                self.log.info("execution_joins_children", waiting=list(self.pending),
+                              hint="a function completes once its spawned children settle; "
+                              "cancel the ones it no longer needs (handle.cancel(), or race "
+                              "them with ctx.first)")
             return Outcome("waiting", waiting=list(self.pending))
         if outcome.kind == "waiting":
             return Outcome("failed", error=ResonateError(
                 f"{self.function.name} [{self.id}] raised Suspended without a pending "
                 "durable dependency; do not raise Suspended yourself"))
+        # The run is over for good: calls it dropped were forgotten (unless its deadline cut
+        # it short, which drops whatever it had not reached).
+        if self.dropped and not isinstance(outcome.error, TimedOutError):
+            warned = report_dropped(self.dropped)
+            if warned is not None and outcome.kind == "done":
+                return Outcome("failed", error=warned)
         return outcome
 
     async def _root_leaf(self) -> Any:
@@ -370,8 +412,9 @@ class Execution:
     async def spawn_call(self, call: Call[Any]) -> Handle[Any]:
         self.check_live(call.ctx)
         if call.kind == "run":
-            state = _LocalState(self)
+            state = _LocalState(self, call)
             assert self._tg is not None
+            self.locals[call.id] = state
             self._tg.start_soon(self._run_spawned, call, state)
             return Handle(call.id, state)
         type_ = await self._create_remote(call)
@@ -379,13 +422,163 @@ class Execution:
 
     async def _run_spawned(self, call: Call[Any], state: _LocalState) -> None:
         try:
-            state.value = await self._run_local(call, spawned=True)
+            with anyio.CancelScope() as scope:  # what handle.cancel() cancels
+                state.scope = scope
+                if state.cancel_requested:
+                    scope.cancel()
+                state.value = await self._run_local(call, spawned=True)
         except Suspended as s:
             state.suspended = s
         except Exception as exc:
             state.error = exc
         finally:
-            state.finished.set()
+            state.stopped.set()
+            if not state.cancel_requested:  # else cancel_handle settles the outcome
+                state.finished.set()
+
+    def _settled(self, promise_id: str) -> bool:
+        p = self.cache.get(promise_id)
+        return p is not None and p.state != "pending"
+
+    async def cancel_handle(self, pid: str, state: _LocalState | None) -> None:
+        """Cancel the child ``pid`` durably: its promise is settled ``rejected_canceled``.
+
+        A spawned local step (``state``) is cancelled first (its anyio scope) and joined; its
+        pending descendants in this execution are cancelled before it. Settled already (it
+        finished first, or on a replay of a run that cancelled it), nothing changes: the
+        record says what awaiting the handle gives.
+        """
+        if self._settled(pid):
+            return
+        if state is None:
+            await self._cancel_tree(pid, None)
+            return
+        already = state.stopped.is_set()
+        state.cancel_requested = True
+        try:
+            if state.scope is not None:
+                state.scope.cancel()
+            await state.stopped.wait()
+            if not self._settled(pid):
+                await self._cancel_tree(pid, state)
+        finally:
+            if not already:
+                state.finished.set()
+
+    async def _cancel_tree(self, pid: str, state: _LocalState | None) -> None:
+        for lid, local in list(self.locals.items()):
+            if lid != pid and extends(lid, pid):
+                await self.cancel_handle(lid, local)
+        if state is None:  # an rpc child's running worker stops at its next durable step
+            await self._cancel_remote(pid)
+        await self._cancel_descendants(pid)
+        if state is not None and pid not in self.cache:
+            # cancelled before its promise was created: create it, to hold the outcome
+            fn = self.worker.registry.describe(state.call.fn)
+            expected = f"run {fn.name}"
+            self._check(await self._create(PromiseCreate(
+                pid, self._deadline(state.call), Value(),
+                self._tags(state.call, "local", self.branch, expected))), expected)
+        p = await self._cancel_remote(pid)
+        self.log.info("step_canceled", step_id=pid, state=p.state)
+        if state is not None:
+            state.value, state.suspended, state.error = None, None, None
+            try:
+                state.value = self.worker.codec.outcome(p, what=f"result of {pid}")
+            except Exception as exc:
+                state.error = exc
+
+    async def _cancel_descendants(self, pid: str) -> None:
+        # seen pending in this run or an earlier one (the cache), and found by a search (the
+        # children of an rpc child, or of a nested function in a run before a resume)
+        remote = dict.fromkeys(i for i in self.pending if extends(i, pid))
+        remote.update((i, None) for i, p in self.cache.items()
+                      if p.state == "pending" and extends(i, pid) and not in_detached(i, pid))
+        try:
+            remote.update(dict.fromkeys(await pending_descendants(self.worker.send, pid)))
+        except ResonateError as exc:
+            self.log.warning("descendants_not_searched", step_id=pid, error=str(exc))
+        for rid in remote:
+            if rid != pid and rid not in self.locals:
+                await self._cancel_remote(rid)
+
+    async def _cancel_remote(self, pid: str) -> Promise:
+        p = self.cache.get(pid)
+        if p is None or p.state == "pending":
+            p = await self._settle(pid, "rejected_canceled", Value())
+        self.pending.pop(pid, None)
+        return p
+
+    async def first(self, ctx: Context, handles: tuple[Handle[Any], ...],
+                    cancel_rest: bool) -> Handle[Any]:
+        """The first of ``handles`` to settle, recorded as a step (the winner's index), so
+        every replay returns the same handle; the others are cancelled if ``cancel_rest``."""
+        self.check_live(ctx)
+        if not handles:
+            raise ContextError("ctx.first() needs at least one handle: pass the handles of "
+                               "spawned calls, ctx.first(approval, reminder)")
+        for h in handles:
+            state = getattr(h, "_state", None)
+            if not isinstance(state, _LocalState | _RemoteState) or state.execution is not self:
+                raise ContextError(
+                    f"ctx.first() takes handles of calls spawned in this durable function "
+                    f"(await call.spawn()), got {h!r:.80}")
+            self.check_handle(h, state.run)
+        pid = ctx._mint(None)
+        expected = "first"
+        record = self.cache.get(pid)
+        if record is not None:
+            self._check(record, expected)
+        if record is None or record.state == "pending":
+            index = await self._earliest(handles, pid)
+            encoded = self.worker.codec.encode(index, what=f"winner of ctx.first() [{pid}]")
+            if record is None:
+                record = await self._create(PromiseCreate(
+                    pid, ctx._timeout_at, Value(),
+                    {TAG_SCOPE: "local", TAG_BRANCH: self.branch, TAG_PARENT: ctx.id,
+                     TAG_ORIGIN: self.origin, CALL_TAG: expected}))
+                self._check(record, expected)
+            if record.state == "pending":
+                record = await self._settle(pid, "resolved", encoded)
+        index = self.worker.codec.outcome(record, int, what=f"winner of ctx.first() [{pid}]")
+        if not isinstance(index, int) or not 0 <= index < len(handles):
+            raise NonDeterminismError(
+                f"replay of {self.function.name} [{self.id}] diverged at {pid}: ctx.first() "
+                f"recorded winner #{index} but the code now passes {len(handles)} handles")
+        winner = handles[index]
+        if cancel_rest:
+            for h in handles:
+                if h is not winner and h.id != winner.id:
+                    await h.cancel()
+        return winner
+
+    async def _earliest(self, handles: tuple[Handle[Any], ...], pid: str) -> int:
+        """The index of the handle whose promise settled first (ties: the first passed).
+
+        Local steps running here are watched as they run; a remote promise is seen settled
+        when the execution resumes, so with nothing running here the execution suspends on
+        the pending ones (any of them settling resumes it).
+        """
+        while True:
+            settled = [(p.settled_at or 0, i) for i, h in enumerate(handles)
+                       if (p := self.cache.get(h.id)) is not None and p.state != "pending"]
+            if settled:
+                return min(settled)[1]
+            running = [h._state for h in handles if isinstance(h._state, _LocalState)
+                       and not h._state.stopped.is_set()]
+            if not running:
+                break
+            async with anyio.create_task_group() as tg:
+                for state in running:
+                    tg.start_soon(_stop_when_stopped, state, tg.cancel_scope)
+        waiting = [h.id for h in handles if isinstance(h._state, _RemoteState)]
+        if not waiting:
+            raise ContextError(
+                f"ctx.first() [{pid}] has nothing that can settle: every handle is a local step "
+                "that stopped without an outcome of its own")
+        for w in waiting:
+            self.pending[w] = None
+        raise Suspended(waiting[0])
 
     def remote_outcome(self, promise_id: str, type_: Any) -> Any:
         p = self.cache.get(promise_id)
@@ -445,6 +638,13 @@ class Execution:
             tags[TAG_EXTERNAL] = "true"
             tags[TAG_TARGET] = TIMER_TARGET  # so that its deadline fires (see TIMER_TARGET)
             timeout_at = self._deadline(call)
+            data = call.kwargs.get("data")
+            if data is not None:
+                what = f"data of ctx.promise() [{pid}]"
+                param = worker.codec.encode(data, what=what)
+                too_large = worker._too_large(param, what)
+                if too_large is not None:
+                    raise too_large
         p = await self._create(PromiseCreate(pid, timeout_at, param, tags))
         self._check(p, expected)
         if p.state == "pending" and kind in ("sleep", "promise"):
@@ -479,6 +679,7 @@ class Execution:
                 return worker.codec.outcome(p, fn.returns, what=f"result of {fn.name} [{pid}]")
             deadline = p.timeout_at
         what = f"result of ctx.run({fn.name}) [{pid}]"
+        started = time.monotonic()
         try:
             with step_span(fn.name, pid):
                 # An inline leaf without a timeout of its own runs under its caller's scope
@@ -512,23 +713,26 @@ class Execution:
             # value this worker's key cannot read, the driver gives the task back)
             raise
         except Exception as exc:
-            await self._reject(fn.name, pid, exc)
+            await self._reject(fn.name, pid, exc, started)
         except BaseException as exc:
             if _propagates(exc):
                 raise
-            await self._reject(fn.name, pid, exc)  # SystemExit & co. fail only this step
+            await self._reject(fn.name, pid, exc, started)  # SystemExit & co. fail the step only
         try:
             p = await self._settle(pid, "resolved", encoded)
         except Refused as refusal:
             await self._reject(fn.name, pid, EncodingError(
                 f"{what} ({_size(len(encoded.data or ''))} encoded) was refused by the server: "
-                f"{refusal}; store large values elsewhere and return a reference"))
-        self.log.debug("step_settled", step_id=pid, function=fn.name, state=p.state)
+                f"{refusal}; store large values elsewhere and return a reference"), started)
+        self.log.info("step_completed" if p.state == "resolved" else "step_failed",
+                      step_id=pid, function=fn.name, state=p.state,
+                      duration_ms=round((time.monotonic() - started) * 1000, 3))
         if p.state != "resolved":  # the engine's record is authoritative (timeout wins)
             return worker.codec.outcome(p, fn.returns, what=f"result of {fn.name} [{pid}]")
         return value
 
-    async def _reject(self, name: str, pid: str, exc: BaseException) -> NoReturn:
+    async def _reject(self, name: str, pid: str, exc: BaseException,
+                      started: float | None = None) -> NoReturn:
         """Settle step ``pid`` as rejected with ``exc`` and raise it to the caller, as the
         caller would see it on a replay (a type this process cannot rebuild becomes
         ``ApplicationError``). An error too large to store is replaced by a small one."""
@@ -547,8 +751,10 @@ class Execution:
                 f"{_text(exc):.200}) was refused by the server: {refusal}")
             error = codec.encode_error(exc)
             p = await self._settle(pid, "rejected", error)
-        self.log.debug("step_settled", step_id=pid, function=name, state=p.state)
-        self.log.info("step_failed", step_id=pid, function=name, error=_text(exc, repr))
+        took = {} if started is None else {
+            "duration_ms": round((time.monotonic() - started) * 1000, 3)}
+        self.log.info("step_failed", step_id=pid, function=name, state=p.state,
+                      error=_text(exc, repr), **took)
         if p.state == "rejected_timedout" and not isinstance(exc, TimedOutError):
             codec.outcome(p, what=f"result of {name} [{pid}]")  # raises TimedOutError
         rebuilt = codec.decode_error(error)
@@ -593,6 +799,56 @@ class Execution:
                 self.log.info("step_retry", step_id=pid, function=name,
                               retry=retries, delay=delay, error=repr(exc))
                 await clock.sleep(delay)
+
+
+class _RootWatch:
+    """Stops a run whose own promise was settled elsewhere (cancelled from outside, or by
+    its parent's ``handle.cancel()``): every half lease it reads the promise, as often as
+    heartbeats go, and cancels the run's task group at once if it is no longer pending.
+
+    A run shorter than half a lease sends nothing. Without it a long step would finish its
+    side effect after the cancel and only learn at its next durable write (409).
+    """
+
+    __slots__ = ("execution", "scope", "settled", "tg")
+
+    def __init__(self, execution: Execution, tg: TaskGroup) -> None:
+        self.execution = execution
+        self.tg = tg
+        self.scope = anyio.CancelScope()
+        self.settled: str | None = None
+
+    async def run(self) -> None:
+        ex = self.execution
+        worker = ex.worker
+        with self.scope:
+            while True:
+                await worker.clock.sleep(worker.ttl_ms / 2000)
+                try:
+                    response = await worker.send(PromiseGet(ex.id))
+                except PlatformFailure as exc:
+                    ex.log.debug("root_not_read", error=str(exc))
+                    continue
+                if response.status != 200:
+                    continue
+                p = response.data.promise
+                if p.state != "pending":
+                    self.settled = p.state
+                    ex.log.info("execution_canceled" if p.state == "rejected_canceled"
+                                else "execution_settled_elsewhere", state=p.state)
+                    self.tg.cancel_scope.cancel()
+                    return
+
+    async def stop_when_quiet(self) -> None:
+        """The body has returned: keep watching while spawned local steps still run."""
+        for state in list(self.execution.locals.values()):
+            await state.stopped.wait()
+        self.scope.cancel()
+
+
+async def _stop_when_stopped(state: _LocalState, scope: anyio.CancelScope) -> None:
+    await state.stopped.wait()
+    scope.cancel()
 
 
 class _Unbounded:
@@ -662,6 +918,44 @@ def _group_outcome(group: BaseExceptionGroup[Any]) -> Outcome:
             rest2.exceptions[0], BaseExceptionGroup):
         return Outcome("failed", error=rest2.exceptions[0])
     return Outcome("failed", error=rest2)
+
+
+_DETACHED = re.compile(r"d[0-9a-f]{16}")  # the segment of detached_id under the origin
+
+
+def in_detached(promise_id: str, ancestor: str) -> bool:
+    """Whether ``promise_id`` lies in detached work started below ``ancestor``: detached work
+    is not a descendant, so cancelling ``ancestor`` leaves it running."""
+    origin, _, rest = promise_id.partition(":")
+    first = rest.split(".", 1)[0]
+    return bool(_DETACHED.fullmatch(first)) and not extends(ancestor, f"{origin}:{first}")
+
+
+async def pending_descendants(send: Callable[[PromiseSearch], Awaitable[Response]],
+                              promise_id: str) -> list[str]:
+    """The ids of the pending promises below ``promise_id`` (children, their children, ...),
+    detached work aside: every child carries its origin's tag, so one tag search finds them.
+
+    ``send`` is a worker's (raises ``PlatformFailure``) or a client's (``ResonateError``);
+    a search the server refuses (a prefix-scoped token may not search) raises
+    ``ResonateError`` naming the status.
+    """
+    origin = origin_of(promise_id)
+    found: list[str] = []
+    cursor: str | None = None
+    while True:
+        response = await send(PromiseSearch("pending", {TAG_ORIGIN: origin}, 100, cursor))
+        if response.status != 200:
+            raise ResonateError(f"searching the descendants of {promise_id} answered "
+                                f"{response.status}: {response.data!s:.200}")
+        for p in response.data.promises:
+            if (p.id != promise_id and extends(p.id, promise_id)
+                    and not in_detached(p.id, promise_id)):
+                found.append(p.id)
+        cursor = response.data.cursor
+        if cursor is None:
+            # deepest first: a child's own children are cancelled before it
+            return sorted(found, key=lambda i: (-i.count(".") - i.count(":"), i))
 
 
 async def halt_unrun_task(send: Callable[[TaskHalt], Awaitable[Response]],

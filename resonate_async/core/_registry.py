@@ -117,7 +117,9 @@ def name_of(fn: Callable[..., Any]) -> str:
 class Registry:
     """The functions of one ``Resonate`` instance."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_module: Callable[[object], None] | None = None) -> None:
+        # told the module of each function registered (the codec trusts its package's errors)
+        self._on_module = on_module
         self._by_key: dict[tuple[str, int], Function] = {}
         self._by_fn: dict[Callable[..., Any], Function] = {}
         self._described: weakref.WeakKeyDictionary[Callable[..., Any], Function] = (
@@ -156,6 +158,8 @@ class Registry:
                     "ctx.run(leaf).options(retry=...))")
         self._by_key[(name, version)] = function
         self._by_fn[fn] = function
+        if self._on_module is not None:
+            self._on_module(getattr(fn, "__module__", None))
         return function
 
     def get(self, name: str, version: int | None = None) -> Function:

@@ -100,8 +100,8 @@ async def run_sync(fn: Callable[[], T], *, grace: Callable[[], float],
     ``grace()`` more seconds (shielded) for the thread to return; if it still runs, the thread
     is abandoned (``on_abandon()`` is called, its limiter slot is freed) and the cancellation
     goes on; if it returned meanwhile, its outcome is returned (the cancellation then reaches
-    the caller at its next checkpoint). The thread runs in a copy of the caller's context (contextvars: log bindings,
-    tracing spans).
+    the caller at its next checkpoint). The thread runs in a copy of the caller's context
+    (contextvars: log bindings, tracing spans).
     """
     event = anyio.Event()
     wake = _waker(event)

@@ -28,7 +28,7 @@ from resonate_async.protocol import (
     unblock_message,
 )
 
-log = structlog.get_logger("resonate_async.engine._engine")
+log = structlog.get_logger("resonate_async.engine")
 
 DEFAULT_RETRY_TIMEOUT: Final = 30_000
 EMPTY: Final = Empty()

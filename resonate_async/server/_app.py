@@ -1,6 +1,7 @@
 """The Resonate HTTP API (protocol.md §1) over the embedded engine, as a raw ASGI app.
 
-Routes: ``POST /`` (the RPC endpoint; HTTP status = ``head.status``), ``GET /poll/{group}/{id}``
+Routes: ``POST /`` (the RPC endpoint; HTTP status = ``head.status``), ``GET /`` and
+``/ui/...`` (the web view: a page and its JSON endpoints, ``_ui``), ``GET /poll/{group}/{id}``
 (Server-Sent Events; the query string is ignored, as by the Resonate server), ``GET /health``,
 ``GET /ready`` and ``410 Gone`` for the removed legacy REST paths. The engine's timers run in
 a background task while the app is entered (``async with app:``); push messages are delivered
@@ -8,7 +9,8 @@ after every request and every tick.
 
 With a ``token``, ``POST /`` and the event streams need it, where the Resonate server reads
 it: ``head.auth`` of the envelope for ``POST /``, ``Authorization: Bearer`` for ``/poll``.
-Anything else gets ``401 Unauthorized``; ``/health`` and ``/ready`` stay open, as there.
+Anything else gets ``401 Unauthorized``; ``/health`` and ``/ready`` stay open, as there, and
+so do the web view's page and script (they hold no data; its JSON endpoints need the token).
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from resonate_async.engine._timers import EngineTimers
 from resonate_async.protocol import Envelope, Response, encode_response, parse_envelope
 from resonate_async.server._compat import handle_split, split_heartbeat
 from resonate_async.server._hub import MAX_CONNECTIONS, Connection, Hub
+from resonate_async.server._ui import WebView
 
-log = structlog.get_logger(__name__)
+log = structlog.get_logger("resonate_async.server")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -88,6 +91,9 @@ class DevApp:
         self._timers = EngineTimers(engine, self.clock, self.hub.deliver, raw=True)
         self._closed = False
         self.extensions = extensions
+        self.ui = WebView(engine, self.clock, read_body=self._read_body,
+                          after_write=self._after_write,
+                          authorized=lambda scope: self._holds_token(_bearer(scope)))
 
     async def __aenter__(self) -> DevApp:
         self._tg = anyio.create_task_group()
@@ -122,8 +128,12 @@ class DevApp:
         elif parts == [""]:
             if method == "POST":
                 await self._rpc(scope, receive, send)
+            elif method in ("GET", "HEAD"):
+                await self.ui.page(send)
             else:
                 await _respond(send, 405, b"Method Not Allowed", _TEXT)
+        elif parts[0] == "ui":
+            await self.ui.handle(scope, receive, send, [unquote(p) for p in parts[1:]])
         elif parts[0] == "poll" and len(parts) == 3 and parts[1] and parts[2]:
             if method == "GET":
                 await self._poll(scope, receive, send, unquote(parts[1]), unquote(parts[2]))

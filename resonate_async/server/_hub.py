@@ -17,7 +17,7 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-log = structlog.get_logger(__name__)
+log = structlog.get_logger("resonate_async.server")
 
 BUFFER: Final = 100
 MAX_CONNECTIONS: Final = 1000

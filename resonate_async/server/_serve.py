@@ -20,7 +20,7 @@ from resonate_async.server._app import DevApp
 if TYPE_CHECKING:
     import uvicorn
 
-log = structlog.get_logger(__name__)
+log = structlog.get_logger("resonate_async.server")
 
 
 class ServerError(ResonateError):

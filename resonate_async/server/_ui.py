@@ -51,7 +51,7 @@ from resonate_async.protocol import (
 )
 from resonate_async.server._ui_page import APP_CSS, APP_JS, PAGE_HTML
 
-log = structlog.get_logger(__name__)
+log = structlog.get_logger("resonate_async.server")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -192,7 +192,9 @@ class WebView:
             raise UIError(400, f"unknown state {state!r}: use one of {', '.join(STATES)}")
         found: list[PromiseRecord] = []
         functions: set[str] = set()
-        for record in self._search(state, None):
+        # A root's id holds no ':' and a child's always does (the engine refuses an origin
+        # with ':'): skip the children before decoding them.
+        for record in self._search(state, None, roots_only=True):
             if not is_execution(record) or not _is_root(record):
                 continue
             name = function_of(record) or ""
@@ -268,7 +270,8 @@ class WebView:
         return {"promise": _fields(after)}
 
     # reading the engine -----------------------------------------------------------------------
-    def _search(self, state: str | None, tags: dict[str, str] | None) -> list[PromiseRecord]:
+    def _search(self, state: str | None, tags: dict[str, str] | None, *,
+                roots_only: bool = False) -> list[PromiseRecord]:
         out: list[PromiseRecord] = []
         cursor: str | None = None
         while True:
@@ -277,7 +280,8 @@ class WebView:
                 self.clock.now_ms(), remote=True)
             if not response.ok:
                 raise UIError(500, f"the engine could not search promises: {response.data}")
-            out.extend(PromiseRecord.of(p, self.codec) for p in response.data.promises)
+            out.extend(PromiseRecord.of(p, self.codec) for p in response.data.promises
+                       if not roots_only or ":" not in p.id)
             cursor = response.data.cursor
             if cursor is None:
                 return out

@@ -55,6 +55,7 @@ class VirtualClock:
 
     # reading ----------------------------------------------------------------------------------
     def now_ms(self) -> int:
+        """The virtual time, in Unix milliseconds."""
         return self._now
 
     def now(self) -> datetime:
@@ -93,6 +94,8 @@ class VirtualClock:
         return self._demand > 0
 
     async def sleep(self, seconds: float) -> None:
+        """Return once the virtual time has moved ``seconds`` on (at once, after a
+        checkpoint, when ``seconds <= 0``)."""
         if seconds <= 0:
             await anyio.lowlevel.checkpoint()
             return
@@ -103,6 +106,8 @@ class VirtualClock:
             timer.cancelled = True
 
     async def wait(self, event: anyio.Event, seconds: float) -> None:
+        """Return once ``event`` is set or ``seconds`` of virtual time have passed, whichever
+        comes first (it does not raise on the timeout)."""
         if math.isinf(seconds):
             await event.wait()
             return

@@ -25,8 +25,8 @@ After (and during) every run it checks the promises of durable execution:
   stray cancellation): only the simulator stops workers;
 * no tight release/re-acquire loop: a worker takes back a task it gave back within a second
   at most ``QUICK_REACQUIRES`` times in a row (its back-off);
-* claims stay bounded: a worker handles at most ``CLAIMS_PER_TASK`` ``execute`` messages of
-  one task at once, and at most its queue bound plus its slots in all;
+* waiting claims stay bounded: a worker has at most ``CLAIMS_PER_TASK`` ``execute`` message
+  of one task waiting (for a slot or a back-off) at once, and at most its queue bound in all;
 * a step settled as timed out was settled at or after its deadline, never before;
 * a worker with the wrong key never writes to a task (no fence, suspend or fulfil accepted).
 
@@ -59,6 +59,7 @@ from resonate_async.engine import Engine
 from resonate_async.protocol import (
     TAG_EXTERNAL,
     TAG_TARGET,
+    Claim,
     FenceSettle,
     Promise,
     PromiseSettle,
@@ -81,11 +82,14 @@ from resonate_async.testing._simulation_model import (
 )
 from resonate_async.testing._simulation_network import InFlight, Network, Port, Process
 
-log = structlog.get_logger(__name__)
+log = structlog.get_logger("resonate_async.testing")
 
 # side effects ---------------------------------------------------------------------------------
 _CURRENT: contextvars.ContextVar[_Simulator | None] = contextvars.ContextVar(
     "resonate_async_simulation", default=None)
+# the claim of the execute message the current task handles (see watch_claims)
+_CLAIM: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "resonate_async_simulation_claim", default=None)
 
 
 def side_effect(ctx: Context) -> None:
@@ -112,9 +116,9 @@ _STEP_KINDS = ("crash", "stop", "stall", "engine_restart")
 # A worker's back-off lets it take back a task it gave back after a failure this many times
 # within a second of giving it back (0.1 s doubling: 4); more means a tight loop.
 QUICK_REACQUIRES = 8
-# ``execute`` messages one worker may handle at once for one task: the one running it and one
-# waiting for its next version; every duplicate beyond is dropped before it queues.
-CLAIMS_PER_TASK = 2
+# Claims one worker may have waiting (for a slot or a back-off) for one task: every further
+# ``execute`` message for it is a duplicate, dropped before it queues.
+CLAIMS_PER_TASK = 1
 
 
 class _Simulator:
@@ -276,34 +280,55 @@ class _Simulator:
             self.events["steps_timed_out"] += 1
 
     def watch_claims(self, proc: Process, app: Resonate) -> None:
-        """Count the ``execute`` messages ``proc``'s worker handles at once, per task."""
+        """Count the claims ``proc``'s worker has waiting (an ``execute`` message in hand, its
+        task not yet acquired: waiting for a slot or a back-off), per task and in all."""
         worker = app.worker
-        inner = worker.on_execute
-        active: Counter[str] = Counter()
-        bound = getattr(worker, "max_queued", 256) + worker.limiter.total_tokens
+        on_execute, run_claim = worker.on_execute, worker.run_claim
+        waiting = proc.waiting
 
-        async def on_execute(task_id: str, version: int) -> None:
-            active[task_id] += 1
+        def done_waiting(task_id: str) -> None:
+            waiting[task_id] -= 1
+            if not waiting[task_id]:
+                del waiting[task_id]
+
+        async def counted_on_execute(task_id: str, version: int) -> None:
+            waiting[task_id] += 1
+            mine = [task_id]  # emptied once this message's claim runs
+            _CLAIM.set(mine)  # this task's own context (the worker starts one per message)
             try:
-                n = active[task_id]
-                self.peak_claims = max(self.peak_claims, int(n))
+                await on_execute(task_id, version)
+            finally:
+                if mine:
+                    done_waiting(task_id)
+
+        async def counted_run_claim(claim: Claim) -> None:
+            mine = _CLAIM.get()
+            if mine and mine[0] == claim.task.id:
+                mine.clear()
+                done_waiting(claim.task.id)
+            await run_claim(claim)
+
+        worker.on_execute = counted_on_execute  # type: ignore[method-assign]
+        worker.run_claim = counted_run_claim  # type: ignore[method-assign]
+
+    def check_claims(self) -> None:
+        """Once every task is blocked (a duplicate the worker drops has returned by then),
+        no worker has more than ``CLAIMS_PER_TASK`` claim of one task waiting, nor more
+        waiting claims than its queue bound."""
+        for proc in self.alive():
+            waiting = proc.waiting
+            for task_id, n in waiting.items():
+                self.peak_claims = max(self.peak_claims, n)
                 if n > CLAIMS_PER_TASK:
                     self.violation(("claims", proc.pid, task_id), (
-                        f"task {task_id}: {proc.pid} handled {n} execute messages for it at "
-                        f"once (at most {CLAIMS_PER_TASK}: duplicates must be dropped before "
+                        f"task {task_id}: {proc.pid} had {n} execute messages for it waiting "
+                        f"at once (at most {CLAIMS_PER_TASK}: duplicates must be dropped before "
                         "they wait for a slot)"))
-                total = active.total()
-                if total > bound:
-                    self.violation(("claims", proc.pid), (
-                        f"{proc.pid} had {total} execute messages in hand at once, over its "
-                        f"bound of {bound} (waiting messages must be bounded)"))
-                await inner(task_id, version)
-            finally:
-                active[task_id] -= 1
-                if not active[task_id]:
-                    del active[task_id]
-
-        worker.on_execute = on_execute  # type: ignore[method-assign]
+            bound = getattr(proc.app.worker, "max_queued", 256) if proc.app else 256
+            if waiting.total() > bound:
+                self.violation(("claims", proc.pid), (
+                    f"{proc.pid} had {waiting.total()} execute messages waiting at once, over "
+                    f"its bound of {bound} (waiting messages must be bounded)"))
 
     def check_settled(self) -> None:
         """A settled promise never changes, nor disappears."""
@@ -463,9 +488,9 @@ class _Simulator:
             return True
         if faulty and self.roll("duplicate"):
             self.inflight.append(InFlight(item.address, item.message, now + 1))
-        elif faulty and self.roll("duplicate_burst"):
+        elif faulty and not item.copy and self.roll("duplicate_burst"):
             for _ in range(self.rng.randint(10, 60)):  # an execute storm, all at once
-                self.inflight.append(InFlight(item.address, item.message, now + 1))
+                self.inflight.append(InFlight(item.address, item.message, now + 1, copy=True))
         proc = self.route(item.address)
         if proc is not None and proc.stream is not None:
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -556,6 +581,7 @@ class _Simulator:
                 await clock.advance((self.engine_up_at - now) / 1000)
                 continue
             self.check_settled()
+            self.check_claims()
             if self.done() or now >= self.deadline:
                 return
             assert self.tg is not None

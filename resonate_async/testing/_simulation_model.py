@@ -47,6 +47,7 @@ class Faults:
 
     @classmethod
     def none(cls) -> Faults:
+        """No faults at all (every probability 0): a run that checks the outcomes only."""
         return cls(**{name: 0.0 for name in cls.__dataclass_fields__})
 
 
@@ -76,10 +77,11 @@ class SimulationReport:
     """What the simulated environment did that is not a fault: requests refused as too large,
     writes failed by a task outage, settlements attempted by a miskeyed worker, ..."""
     peak_claims: int = 0
-    """The most ``execute`` messages one worker handled at once for one task."""
+    """The most ``execute`` messages one worker had waiting at once for one task."""
 
     @property
     def ok(self) -> bool:
+        """Whether no invariant was violated."""
         return not self.violations
 
     def check(self) -> None:

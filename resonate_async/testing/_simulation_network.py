@@ -4,6 +4,7 @@ the simulator's faults."""
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -64,6 +65,7 @@ class InFlight:
     address: str
     message: Message
     not_before: int
+    copy: bool = False  # a burst's copy: never burst again (storms do not compound)
 
 
 class Process:
@@ -78,6 +80,7 @@ class Process:
         self.port: Port | None = None
         self.stream: MemoryObjectSendStream[Message] | None = None
         self.miskeyed = False  # runs with the wrong Encryptor: must never write a settlement
+        self.waiting: Counter[str] = Counter()  # execute messages in hand, task not acquired
 
 
 class Port:
@@ -127,9 +130,11 @@ class Port:
             size = len(encode_request(request, corr_id="0"))
             if size > limit:
                 sim.events["refused_too_large"] += 1
+                # the size stays out of the text: it varies with the task's version, and
+                # the SDK quotes this text in the rejection it stores
                 raise RequestTooLargeError(
-                    f"the simulated server refused a request body of {size} bytes (limit "
-                    f"{limit}) as too large (HTTP 413)", kind=request.KIND)
+                    f"the simulated server refused a request body over its limit of {limit} "
+                    "bytes as too large (HTTP 413)", kind=request.KIND)
         response = await sim.network.send(request)
         sim.observe(proc, request, response)
         if faulty:

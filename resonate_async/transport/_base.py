@@ -30,7 +30,10 @@ class Transport(Protocol):
         messages can be lost."""
         ...
 
-    async def send(self, request: Request) -> Response: ...
+    async def send(self, request: Request) -> Response:
+        """Send one request and return the answer (a refusal is an answer with its status);
+        raises ``TransportError`` when the engine cannot be reached."""
+        ...
 
     def subscribe(self, group: str, pid: str, *, accepts_work: bool = True,
                   on_connect: Callable[[], None] | None = None,
@@ -44,7 +47,9 @@ class Transport(Protocol):
         """Wait until messages for ``pid`` in ``group`` can arrive."""
         ...
 
-    def unsubscribe(self, group: str, pid: str) -> None: ...
+    def unsubscribe(self, group: str, pid: str) -> None:
+        """Close the message stream of ``pid`` in ``group`` (nothing if none is open)."""
+        ...
 
     async def background(self) -> None:
         """The transport's background work (timers, streams), run by each owner in its own

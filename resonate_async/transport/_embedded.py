@@ -29,7 +29,7 @@ from resonate_async.protocol import (
 )
 from resonate_async.protocol._records import RESERVED_GROUP_PREFIX
 
-log = structlog.get_logger(__name__)
+log = structlog.get_logger("resonate_async.transport")
 
 _BACKLOG = 10_000
 
@@ -129,6 +129,7 @@ class EmbeddedTransport:
             await self._timers.run()
 
     async def send(self, request: Request) -> Response:
+        """Run ``request`` on the engine now and deliver the push messages it queued."""
         engine = self.engine
         response = engine.execute(request, self.clock.now_ms(),
                                   fence_preload=self.fence_preload)
@@ -152,6 +153,7 @@ class EmbeddedTransport:
         await anyio.lowlevel.checkpoint()
 
     def unsubscribe(self, group: str, pid: str) -> None:
+        """Close the message stream of ``pid`` in ``group`` (nothing if none is open)."""
         sub = self._subscribers.pop((group, pid), None)
         if sub is not None:
             sub.stream.close()

@@ -60,7 +60,7 @@ from resonate_async.protocol import (
     new_corr_id,
 )
 
-log = structlog.get_logger(__name__)
+log = structlog.get_logger("resonate_async.transport")
 
 # protocol.md §11 item 3: a repeat after an unseen success returns the same answer.
 SAFE_TO_REPEAT: Final = frozenset({
@@ -367,6 +367,7 @@ class HttpTransport:
         return receive
 
     def unsubscribe(self, group: str, pid: str) -> None:
+        """Close the SSE stream of ``pid`` in ``group`` (nothing if none is open)."""
         sub = self._subscriptions.pop((group, pid), None)
         if sub is not None:
             sub.scope.cancel()
@@ -389,6 +390,7 @@ class HttpTransport:
                 return
 
     def poll_url(self, group: str, pid: str) -> str:
+        """The URL of the event stream of ``pid`` in ``group``."""
         return f"{self.url}/poll/{quote(group, safe='')}/{quote(pid, safe='')}"
 
     def stream_problem(self, group: str, pid: str) -> str | None:

@@ -24,6 +24,7 @@ class WrappedTransport:
 
     @property
     def delivers_all(self) -> bool:
+        """The inner transport's ``delivers_all``."""
         return self.inner.delivers_all
 
     @property
@@ -33,21 +34,26 @@ class WrappedTransport:
         return limit if isinstance(limit, int) else None
 
     async def send(self, request: Request) -> Response:
+        """Forward to ``inner.send`` (override to record, fail or delay requests)."""
         return await self.inner.send(request)
 
     def subscribe(self, group: str, pid: str, *, accepts_work: bool = True,
                   on_connect: Callable[[], None] | None = None,
                   ) -> MemoryObjectReceiveStream[Message]:
+        """Forward to ``inner.subscribe``."""
         return self.inner.subscribe(group, pid, accepts_work=accepts_work,
                                     on_connect=on_connect)
 
     def unsubscribe(self, group: str, pid: str) -> None:
+        """Forward to ``inner.unsubscribe``."""
         self.inner.unsubscribe(group, pid)
 
     async def wait_subscribed(self, group: str, pid: str) -> None:
+        """Forward to ``inner.wait_subscribed``."""
         await self.inner.wait_subscribed(group, pid)
 
     async def background(self) -> None:
+        """Forward to ``inner.background``."""
         await self.inner.background()
 
     async def __aenter__(self) -> WrappedTransport:

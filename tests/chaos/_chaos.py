@@ -14,7 +14,7 @@ from pathlib import Path
 
 import anyio
 
-from resonate_async import Resonate, ResonateError
+from resonate_async import ApplicationError, Resonate, ResonateError
 from tests._devserver import DevServerProcess
 
 TAG = {"chaos": "load"}
@@ -29,6 +29,7 @@ class ChaosReport:
     executions: int = 0
     reexecuted: int = 0
     kills_in_flight: int = 0  # kills made while some workflow had not yet settled its step
+    poisoned: int = 0  # workflows whose step raised SystemExit, rejected as they must be
     violations: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -47,6 +48,16 @@ class Workers:
         self.procs[i].send_signal(signal.SIGKILL)
         self.procs[i].wait()
         self.procs[i] = self.spawn()
+
+    def exited(self) -> list[int]:
+        """Exit codes of workers that ended by themselves (not killed by us); respawned."""
+        codes = []
+        for i, p in enumerate(self.procs):
+            code = p.poll()
+            if code is not None:
+                codes.append(code)
+                self.procs[i] = self.spawn()
+        return codes
 
     def close(self) -> None:
         for p in self.procs:
@@ -76,9 +87,11 @@ def check_log(log: Path, count: int, report: ChaosReport) -> None:
 
 
 async def run_chaos(directory: Path, *, count: int = 2000, workers: int = 3, kills: int = 20,
-                    stall: float = 60.0, seed: int = 0) -> ChaosReport:
+                    stall: float = 60.0, seed: int = 0, poison: int = 0) -> ChaosReport:
     """Submit ``count`` workflows and make ``kills`` SIGKILLs (every fifth one of the server,
     the rest of a random worker) spread over their run; then wait for every one to finish.
+    Among them, ``poison`` workflows whose step raises ``SystemExit``: each must be rejected
+    (naming SystemExit), and no worker may exit by itself.
 
     No bound depends on the machine's speed: the kills are paced by the workflows' progress,
     not by a clock, and the wait gives up only when no workflow has finished for ``stall``
@@ -94,6 +107,7 @@ async def run_chaos(directory: Path, *, count: int = 2000, workers: int = 3, kil
     pool = Workers(server.url, log, workers)
     client = Resonate(url=server.url, group="chaos", worker=False)
     ids = [f"chaos-{i}" for i in range(count)]
+    poisoned = [f"chaos-poison-{i}" for i in range(poison)]
     try:
         async with client:
             async with anyio.create_task_group() as tg:
@@ -125,15 +139,29 @@ async def run_chaos(directory: Path, *, count: int = 2000, workers: int = 3, kil
                             report.kills_in_flight += 1
                     calm.set()
 
+                async def submit_poison() -> None:
+                    for n, pid in enumerate(poisoned):
+                        while _settled_steps(log) < (n + 1) * count // (poison + 1):
+                            await anyio.sleep(0.2)  # spread among the kills
+                        while True:
+                            try:
+                                await client.options(tags=TAG).rpc(pid, "chaos_poison", n)
+                                break
+                            except ResonateError:
+                                await anyio.sleep(0.2)
+
                 calm = anyio.Event()  # the chaos is over and the server is up
                 tg.start_soon(chaos)
                 async with anyio.create_task_group() as submitters:
                     step = max(1, count // 20)
                     for lo in range(0, count, step):
                         submitters.start_soon(submit, lo, min(count, lo + step))
+                    submitters.start_soon(submit_poison)
                 last_pending, progressed = count + 1, time.monotonic()
                 while True:
                     await anyio.sleep(1.0)
+                    for code in pool.exited():
+                        report.violations.append(f"a worker exited by itself (code {code})")
                     try:
                         pending = len([r async for r in client.promises.search(
                             state="pending", tags=TAG, page_size=500)])
@@ -154,6 +182,19 @@ async def run_chaos(directory: Path, *, count: int = 2000, workers: int = 3, kil
                     report.completed += 1
                 elif len(report.violations) < 10:
                     report.violations.append(f"{pid}: {record.state}")
+            for pid in poisoned:
+                record = await client.promises.get(pid)
+                try:
+                    record.result()
+                except ApplicationError as exc:
+                    if "SystemExit" in str(exc) or "SystemExit" in type(exc).__name__:
+                        report.poisoned += 1
+                        continue
+                    report.violations.append(f"{pid}: rejected with {exc!r}")
+                except BaseException as exc:  # the outcome is what the test inspects
+                    report.violations.append(f"{pid}: rejected with {exc!r}")
+                else:
+                    report.violations.append(f"{pid}: {record.state}, not rejected")
     finally:
         pool.close()
         server.close()

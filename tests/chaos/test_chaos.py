@@ -16,6 +16,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 COUNT = int(os.environ.get("CHAOS_WORKFLOWS", "500"))
 KILLS = 20  # every fifth one is the server's
+POISON = 10  # workflows whose step raises SystemExit among them: rejected, no worker lost
 
 
 @pytest.fixture
@@ -24,9 +25,11 @@ def anyio_backend() -> str:
 
 
 async def test_workflows_survive_repeated_sigkill_of_workers_and_server(tmp_path: Path) -> None:
-    report = await run_chaos(tmp_path, count=COUNT, workers=3, kills=KILLS, stall=90.0)
+    report = await run_chaos(tmp_path, count=COUNT, workers=3, kills=KILLS, stall=90.0,
+                             poison=POISON)
     print(report)
     assert (report.worker_kills, report.server_kills) == (KILLS * 4 // 5, KILLS // 5), report
     assert report.kills_in_flight == KILLS, report  # none came after the work was done
     assert report.violations == [], report
     assert report.completed == COUNT, report
+    assert report.poisoned == POISON, report

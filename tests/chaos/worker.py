@@ -3,7 +3,8 @@
 Serves ``chaos_flow`` (a local step with a side effect, then an rpc) until killed. The side
 effect appends ``exec <i> <pid>`` to LOG, and the workflow appends ``settled <i> <pid>`` once
 the step's settle is acknowledged; both lines are fsync'd, so the log survives SIGKILL and
-shows whether a step ran again after it had settled.
+shows whether a step ran again after it had settled. It also serves ``chaos_poison``, whose
+step raises ``SystemExit``: that must reject the workflow, never end the worker.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 
 import structlog
 
-from resonate_async import Context, Resonate
+from resonate_async import Context, Never, Resonate
 
 
 def main(url: str, log_path: str) -> None:
@@ -43,6 +44,13 @@ def main(url: str, log_path: str) -> None:
         note(f"settled {i}")
         b = await ctx.rpc(chaos_leaf, i)
         return a + b
+
+    async def poison_step(i: int) -> int:
+        os._exit(3)
+
+    @resonate.register
+    async def chaos_poison(ctx: Context, i: int) -> int:
+        return await ctx.run(poison_step, i).options(retry=Never())
 
     asyncio.run(resonate.serve())
 

@@ -79,11 +79,14 @@ def test_configuring_again_replaces_the_handler() -> None:
     assert (lines(first), len(lines(second))) == ([], 1)
 
 
-def test_http_client_noise_is_held_back_unless_debugging() -> None:
-    configure_logging("INFO", stream=io.StringIO())
-    assert logging.getLogger("httpx").getEffectiveLevel() == logging.WARNING
-    configure_logging("DEBUG", stream=io.StringIO())
-    assert logging.getLogger("httpx").getEffectiveLevel() == logging.DEBUG
+def test_http_client_noise_is_held_back_unless_asked_for() -> None:
+    for level in ("INFO", "DEBUG"):
+        out = io.StringIO()
+        configure_logging(level, json=True, stream=out)
+        logging.getLogger("httpx").info("HTTP Request: POST / 200 OK")
+        logging.getLogger("httpx").warning("retrying")
+        assert [json.loads(line)["event"] for line in lines(out)] == ["retrying"], level
+        assert logging.getLogger("httpx").level == logging.NOTSET  # its logger is left alone
 
 
 def test_an_unknown_level_is_refused() -> None:

@@ -56,11 +56,11 @@ async def test_every_state_change_is_an_event_with_ids(events: list[dict[str, An
 
     mine = [e for e in events if e.get("task_id") == "events-1"]
     names = [e["event"] for e in mine]
-    for expected in ("execution_started", "step_settled", "task_suspended",
-                     "execution_resumed", "execution_failed"):
+    for expected in ("execution_started", "step_completed", "execution_suspended",
+                     "execution_resumed", "step_failed", "execution_failed"):
         assert expected in names, names
     assert all(e.get("promise_id") and "attempt" in e for e in mine)
-    settled = [e for e in mine if e["event"] == "step_settled"]
+    settled = [e for e in mine if e["event"] == "step_completed"]
     assert any(e.get("step_id") == "events-1:1" for e in settled), settled
     assert any(e["event"] == "execution_completed" and e.get("task_id") == "events-1:2"
                for e in events)

@@ -31,13 +31,12 @@ class PaymentDeclined(Exception):
         self.reason = reason
 
 
-class Unregistered(Exception):
-    pass
-
-
 async def test_errors_keep_their_type_across_run_and_rpc(
         resonate: Resonate, uid: Callable[[str], str]) -> None:
     resonate.register_error(PaymentDeclined)
+
+    class Unregistered(Exception):  # defined in a function: no process can rebuild it
+        pass
 
     @resonate.register
     def builtin_failure() -> None:
@@ -65,7 +64,8 @@ async def test_errors_keep_their_type_across_run_and_rpc(
         try:
             await ctx.run(unregistered_failure).options(retry=Never())
         except ApplicationError as exc:
-            caught.append(f"ApplicationError: {exc.type_name}: {exc.message}")
+            caught.append(f"ApplicationError: {exc.type_name.rsplit('.', 1)[-1]}: "
+                          f"{exc.message}")
         return caught
 
     async with resonate:

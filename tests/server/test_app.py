@@ -69,7 +69,7 @@ async def test_legacy_paths_are_gone(client: httpx.AsyncClient, method: str, pat
 
 
 @pytest.mark.parametrize(("method", "path", "status"), [
-    ("GET", "/", 405), ("GET", "/nowhere", 404), ("POST", "/poll/g/p", 405),
+    ("PUT", "/", 405), ("GET", "/nowhere", 404), ("POST", "/poll/g/p", 405),
     ("GET", "/poll/g", 404),
 ])
 async def test_other_paths_get_plain_http_errors(

@@ -8,12 +8,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import anyio
 
-from resonate_async import ApplicationError, Context, Never, Resonate, TimedOutError
+from resonate_async import (
+    ApplicationError,
+    CanceledError,
+    Context,
+    Never,
+    Resonate,
+    TimedOutError,
+)
 from resonate_async.testing import SKIP_TAG, Faults, Workflow, busy, side_effect
 
 REQUEST_LIMIT = 16 * 1024
@@ -42,7 +50,7 @@ def stray_cancellation() -> BaseException:
     return made
 
 
-BASE_EXCEPTIONS = {
+BASE_EXCEPTIONS: dict[str, Callable[[], BaseException]] = {
     "SystemExit": lambda: SystemExit(3),
     "KeyboardInterrupt": KeyboardInterrupt,
     "GeneratorExit": GeneratorExit,
@@ -261,12 +269,56 @@ def build_app(encryptor: KeyedCipher | None = None) -> Resonate:
         coin = await ctx.random()  # recorded: the same on every replay
         return f"{first}|{second}|{coin >= 0}"
 
+    # durable structured concurrency (issue 14): races and cancellations whose outcome does
+    # not depend on timing, so a faulty run must end as the run without faults does
+    @app.register
+    async def races(ctx: Context, seconds: int) -> str:
+        approval = await ctx.promise(timeout=timedelta(hours=1)).options(
+            tags={SKIP_TAG: "ignore"}).spawn()  # nobody answers: the reminder always wins
+        reminder = await ctx.sleep(seconds).spawn()
+        quick = await ctx.run(step, "quick", seconds).spawn()
+        never = await ctx.sleep(timedelta(days=1)).spawn()  # far past the simulated end
+        local = await ctx.first(quick, never)
+        timer = await ctx.first(approval, reminder)
+        try:
+            await approval
+            answer = "answered?"
+        except CanceledError:
+            answer = "canceled"
+        tail = await ctx.run(step, "after-race", seconds)
+        won = "reminder" if timer is reminder else timer.id
+        return f"{await local} {won} {answer} {tail}"
+
+    @app.register
+    async def holds(ctx: Context, seconds: int) -> str:
+        side_effect(ctx)
+        await ctx.sleep(timedelta(days=1)).spawn()
+        await ctx.promise().options(tags={SKIP_TAG: "ignore"}).spawn()
+        await ctx.run(step, "held", seconds)
+        return "released?"
+
+    @app.register
+    async def cancels(ctx: Context, seconds: int) -> list[str]:
+        child = await ctx.rpc(holds, seconds).spawn()      # its children are cancelled too
+        timer = await ctx.sleep(timedelta(days=2)).spawn()
+        await ctx.sleep(seconds)  # by now the child has started (or will never need to)
+        out = []
+        for handle in (child, timer):
+            await handle.cancel()
+            try:
+                await handle
+                out.append("settled?")
+            except CanceledError:
+                out.append("canceled")
+        out.append(await ctx.run(step, "after-cancel", seconds))
+        return out
+
     return app
 
 
 KINDS = ["local_chain", "rpc_chain", "fan_out", "sleeper", "approval", "approval_times_out",
          "errors_caught", "errors_uncaught", "detaches", "nested", "slow", "poison",
-         "deadline_step", "oversized"]
+         "deadline_step", "oversized", "races", "cancels"]
 
 
 def workload(seed: int, count: int = 6) -> list[Workflow]:
@@ -292,6 +344,8 @@ def workload(seed: int, count: int = 6) -> list[Workflow]:
             args = (rng.randint(2, 30),)
         elif kind == "oversized":
             args = (rng.choice(["step", "root"]),)
+        elif kind in ("races", "cancels"):
+            args = (rng.randint(1, 20),)
         else:
             args = ()
         out.append(Workflow(f"{kind}-{i}", kind, args, via="rpc" if rng.random() < 0.3 else "run"))

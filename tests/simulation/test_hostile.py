@@ -162,18 +162,18 @@ async def _undeduplicated(self: Worker, task_id: str, version: int) -> None:
 
 
 @pytest.mark.parametrize("dedup", [True, False], ids=["dropped", "queued"])
-async def test_execute_storms_keep_claims_per_task_bounded(
+async def test_execute_storms_keep_waiting_claims_per_task_bounded(
         monkeypatch: pytest.MonkeyPatch, dedup: bool) -> None:
     if not dedup:
         monkeypatch.setattr(Worker, "on_execute", _undeduplicated)
     flows = [Workflow(f"slow-{i}", "slow", (8,), via="rpc") for i in range(4)]
-    report = await simulate(build_app(), flows, seed=5, faults=only(duplicate_burst=0.5),
+    report = await simulate(build_app(), flows, seed=5, faults=only(duplicate_burst=0.2),
                             concurrency=1, expected={}, check=False, fault_window=60)
     assert report.faults["duplicate_burst"] > 0
     if dedup:
-        assert report.violations == [] and report.peak_claims <= 2
+        assert report.violations == [] and report.peak_claims == 1
     else:
-        assert any("execute messages for it at once" in v for v in report.violations), (
+        assert any("execute messages for it waiting at once" in v for v in report.violations), (
             report.violations)
 
 
@@ -191,7 +191,7 @@ async def test_a_worker_with_the_wrong_key_never_writes(
         monkeypatch.setattr(Worker, "_cannot_decrypt", _rejects_for_good)
     app = build_app(KeyedCipher(b"right"))
     flows = [Workflow(f"chain-{i}", "local_chain", (2,), via="rpc") for i in range(6)]
-    report = await simulate(app, flows, seed=6, faults=QUIET, miskeyed=KeyedCipher(b"wrong"),
+    report = await simulate(app, flows, seed=7, faults=QUIET, miskeyed=KeyedCipher(b"wrong"),
                             expected={} if not fixed else None, check=False)
     if fixed:
         assert report.violations == []

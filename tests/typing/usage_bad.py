@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
-from resonate_async import Context, Resonate
+from dataclasses import dataclass
+
+from resonate_async import Context, PromiseRecord, Resonate
 
 resonate = Resonate()
 
 
 def add(a: int, b: int) -> int:
     return a + b
+
+
+@dataclass
+class Approval:
+    approved: bool
+
+
+async def human(ctx: Context) -> None:
+    flag: int = await ctx.promise(type=Approval)  # E: Approval is not int
+    print(flag)
+
+
+def read_record(record: PromiseRecord) -> None:
+    text: str = record.result(int)  # E: int is not str
+    print(text)
 
 
 async def workflow(ctx: Context, n: int) -> str:
@@ -24,3 +41,7 @@ async def main() -> None:
         handle = await resonate.run("bad-2", workflow, 3)
         number: int = await handle  # E: str is not int
         print(number)
+        optioned: int = await (await resonate.options(timeout=5).run(  # E: str is not int
+            "bad-3", workflow, 3))
+        print(optioned)
+        await resonate.options(timeout=5).run("bad-4", workflow, "x")  # E: str is not int
