@@ -11,6 +11,7 @@ from resonate_async._errors import (
     ApplicationError,
     CanceledError,
     ContextError,
+    DecryptionError,
     EncodingError,
     InvalidIdError,
     LeaseLostError,
@@ -27,7 +28,7 @@ from resonate_async._errors import (
     TransportError,
 )
 from resonate_async._invoke import Invoker
-from resonate_async._logging import configure_logging
+from resonate_async._logging import ReplayAwareLogger, configure_logging
 from resonate_async._records import PromiseRecord, ScheduleRecord
 from resonate_async._retry import Constant, Exponential, Linear, Never, RetryPolicy
 
@@ -38,6 +39,7 @@ __all__ = [
     "Constant",
     "Context",
     "ContextError",
+    "DecryptionError",
     "EncodingError",
     "Encryptor",
     "Exponential",
@@ -54,6 +56,7 @@ __all__ = [
     "PromiseRecord",
     "ProtocolError",
     "RegistrationError",
+    "ReplayAwareLogger",
     "Resonate",
     "ResonateError",
     "RetryPolicy",

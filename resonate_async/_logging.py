@@ -183,18 +183,22 @@ class ReplayAwareLogger:
         return ReplayAwareLogger(self._frontier, self._log.bind(**values))
 
     def debug(self, event: str, *args: Any, **values: Any) -> None:
+        """Log ``event`` at DEBUG with ``values``, unless the function is replaying."""
         if self._frontier.live:
             self._log.debug(event, *args, **values)
 
     def info(self, event: str, *args: Any, **values: Any) -> None:
+        """Log ``event`` at INFO with ``values``, unless the function is replaying."""
         if self._frontier.live:
             self._log.info(event, *args, **values)
 
     def warning(self, event: str, *args: Any, **values: Any) -> None:
+        """Log ``event`` at WARNING with ``values``, unless the function is replaying."""
         if self._frontier.live:
             self._log.warning(event, *args, **values)
 
     def error(self, event: str, *args: Any, **values: Any) -> None:
+        """Log ``event`` at ERROR with ``values``, unless the function is replaying."""
         if self._frontier.live:
             self._log.error(event, *args, **values)
 
@@ -204,6 +208,7 @@ class ReplayAwareLogger:
             self._log.exception(event, *args, **values)
 
     def critical(self, event: str, *args: Any, **values: Any) -> None:
+        """Log ``event`` at CRITICAL with ``values``, unless the function is replaying."""
         if self._frontier.live:
             self._log.critical(event, *args, **values)
 

@@ -285,7 +285,7 @@ class HttpTransport:
                     f"{kind}: cannot reach the Resonate server at {self._shown_url} ({reason}; "
                     f"tried {attempt} times for {self.retry_for:g} s). Check that the server "
                     "is running and that the URL is right (start a local one with "
-                    "`python -m resonate_async dev`), or allow longer with retry_for="
+                    "`python -m resonate_async dev`), or allow longer with Resonate(retry_for=...)"
                 ) from None
             log.info("request_retried", kind=kind, url=self._shown_url, reason=reason,
                      attempt=attempt)

@@ -9,6 +9,7 @@ retry_for=...)`` reach the HTTP transport.
 from __future__ import annotations
 
 import inspect
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -295,14 +296,13 @@ async def test_request_timeout_and_retry_for_reach_the_http_transport() -> None:
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"request_timeout": 5}, r"request_timeout=\.\.\.\) applies to a Resonate server"),
-    ({"retry_for": 5}, r"retry_for=\.\.\.\) applies to a Resonate server"),
+    ({"request_timeout": 5}, "Resonate(request_timeout=...) applies to a Resonate server"),
+    ({"retry_for": 5}, "Resonate(retry_for=...) applies to a Resonate server"),
     ({"url": "http://x", "request_timeout": 0}, "request_timeout=...) must be a positive"),
     ({"url": "http://x", "retry_for": -1}, "retry_for=...) must be a non-negative"),
     ({"url": "http://x", "retry_for": "30"}, "retry_for=...) must be a non-negative"),
 ])
 def test_bad_client_timeouts_are_refused_saying_why(options: dict[str, Any],
                                                      message: str) -> None:
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")
-                       if "applies" not in message else message):
+    with pytest.raises(ValueError, match=re.escape(message)):
         Resonate(**options)
