@@ -52,6 +52,7 @@ from resonate_async.protocol._records import (
     TIMER_GROUP,
 )
 from resonate_async.transport import EmbeddedTransport, Transport
+from resonate_async.transport._base import close_stream
 
 log = structlog.get_logger("resonate_async.client")
 
@@ -326,8 +327,12 @@ class Resonate:
         for waiter in self._waiters.values():
             waiter.event.set()  # wake waiters: they see that the client stopped
         try:
-            if stack is not None:  # take no more work: released tasks go to other workers
-                self.transport.unsubscribe(self.stream_group, self.pid)
+            if stack is not None:
+                # Take no more work, and wait until the server routes none here: a task we
+                # release below goes to a random open stream of the group, and if that were
+                # ours the handover would wait for the server's retry timeout.
+                with anyio.CancelScope(shield=True):
+                    await close_stream(self.transport, self.stream_group, self.pid)
             if tg is not None:
                 # Stop everything we own: executions still running release their tasks.
                 # Async code stops at once; a sync step in a thread cannot be stopped, so it

@@ -60,3 +60,13 @@ class Transport(Protocol):
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None: ...
+
+
+async def close_stream(transport: Transport, group: str, pid: str) -> None:
+    """Close ``pid``'s message stream and, where the transport can tell (``close_stream``),
+    wait until the engine stops routing to it; otherwise ``unsubscribe``."""
+    closer = getattr(transport, "close_stream", None)
+    if closer is not None:
+        await closer(group, pid)
+    else:
+        transport.unsubscribe(group, pid)

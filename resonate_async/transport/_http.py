@@ -113,6 +113,7 @@ class _Subscription:
     connected: anyio.Event = field(default_factory=anyio.Event)
     # Why the server last refused this stream (cleared on connect): see ``stream_problem``.
     refusal: str | None = None
+    ended: anyio.Event = field(default_factory=anyio.Event)  # its connection is closed
 
 
 class HttpTransport:
@@ -373,6 +374,19 @@ class HttpTransport:
             sub.scope.cancel()
             sub.stream.close()
 
+    async def close_stream(self, group: str, pid: str, *, wait: float = 2.0) -> None:
+        """Close the SSE stream of ``pid`` in ``group`` and wait (at most ``wait`` seconds)
+        until its connection is closed, so that the server stops routing work to it.
+
+        A worker that stops calls this before it releases its tasks: the server re-dispatches
+        a released task to a random open stream of the group, and one that went to this
+        stream would wait for the server's retry timeout."""
+        sub = self._subscriptions.get((group, pid))
+        self.unsubscribe(group, pid)
+        if sub is not None:
+            with anyio.move_on_after(wait):
+                await sub.ended.wait()
+
     async def background(self) -> None:
         """Nothing to run in the owner's task group: subscriptions live in the transport's
         own task group, entered and left with it."""
@@ -403,6 +417,13 @@ class HttpTransport:
         url = self.poll_url(sub.group, sub.pid)
         shown = redact(url)
         delay = self.backoff
+        try:
+            await self._poll_until_cancelled(sub, url, shown, delay)
+        finally:
+            sub.ended.set()
+
+    async def _poll_until_cancelled(self, sub: _Subscription, url: str, shown: str,
+                                    delay: float) -> None:
         with sub.scope:
             while True:
                 client = self._client

@@ -8,7 +8,7 @@ from types import TracebackType
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from resonate_async.protocol import Message, Request, Response
-from resonate_async.transport._base import Transport
+from resonate_async.transport._base import Transport, close_stream
 
 
 class WrappedTransport:
@@ -47,6 +47,10 @@ class WrappedTransport:
     def unsubscribe(self, group: str, pid: str) -> None:
         """Forward to ``inner.unsubscribe``."""
         self.inner.unsubscribe(group, pid)
+
+    async def close_stream(self, group: str, pid: str) -> None:
+        """Forward to ``inner.close_stream`` where it has one, else ``inner.unsubscribe``."""
+        await close_stream(self.inner, group, pid)
 
     async def wait_subscribed(self, group: str, pid: str) -> None:
         """Forward to ``inner.wait_subscribed``."""

@@ -46,7 +46,7 @@ def main(url: str, log_path: str) -> None:
         return a + b
 
     async def poison_step(i: int) -> int:
-        os._exit(3)
+        raise SystemExit(f"poison {i}")
 
     @resonate.register
     async def chaos_poison(ctx: Context, i: int) -> int:
