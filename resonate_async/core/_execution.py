@@ -72,7 +72,9 @@ DAY_MS: Final = 86_400_000
 SETTLE_SHIELD_S: Final = 10.0  # longest wait to record a finished step while cancelled
 _INLINE: Final = frozenset((now, random.random))
 REFUSED: Final = frozenset((400, 413, 422))
-LARGE_VALUE: Final = 64 * 1024  # an encoded value at least this large may be refused as such
+# An encoded value at least this large may be refused as too large (no server or proxy limits
+# bodies to less); a 413 to a smaller request is garbage and handled as a platform failure.
+LARGE_VALUE: Final = 4 * 1024
 # ctx.run of a durable function runs on its caller's stack: deeper nesting than this would
 # exhaust Python's recursion limit, so it is refused at the call (ctx.rpc has no such limit).
 MAX_NESTING: Final = 100
