@@ -14,7 +14,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any, Final
 
@@ -380,15 +380,10 @@ def setup_search(parser: argparse.ArgumentParser) -> Run:
             return _fail(args, f"--limit {args.limit}: give a number of promises >= 1", 2)
 
         async def body(resonate: Resonate) -> int:
-            found: list[PromiseRecord] = []
-            more = False
-            async for record in resonate.promises.search(
-                    state=args.state, tags=tags or None, page_size=min(args.limit + 1,
-                                                                       PAGE_SIZE)):
-                if len(found) == args.limit:
-                    more = True
-                    break
-                found.append(record)
+            found, more = await _first_matches(
+                resonate.promises.search(state=args.state, tags=tags or None,
+                                         page_size=min(args.limit + 1, PAGE_SIZE)),
+                args.limit)
             if args.json:
                 for record in found:
                     _out(_dumps(record_json(record)))
@@ -406,6 +401,20 @@ def setup_search(parser: argparse.ArgumentParser) -> Run:
         return _execute(args, body)
 
     return run
+
+
+async def _first_matches(records: AsyncIterator[PromiseRecord], limit: int,
+                         wanted: Callable[[PromiseRecord], bool] = lambda _: True,
+                         ) -> tuple[list[PromiseRecord], bool]:
+    """The first ``limit`` records that are ``wanted``, and whether more would follow."""
+    found: list[PromiseRecord] = []
+    async for record in records:
+        if not wanted(record):
+            continue
+        if len(found) == limit:
+            return found, True
+        found.append(record)
+    return found, False
 
 
 def setup_list(parser: argparse.ArgumentParser) -> Run:
@@ -436,16 +445,9 @@ def setup_list(parser: argparse.ArgumentParser) -> Run:
             return args.func is None or _function(record) == args.func
 
         async def body(resonate: Resonate) -> int:
-            found: list[PromiseRecord] = []
-            more = False
-            async for record in resonate.promises.search(state=args.state,
-                                                         page_size=PAGE_SIZE):
-                if not wanted(record):
-                    continue
-                if len(found) == args.limit:
-                    more = True
-                    break
-                found.append(record)
+            found, more = await _first_matches(
+                resonate.promises.search(state=args.state, page_size=PAGE_SIZE),
+                args.limit, wanted)
             if args.json:
                 for record in found:
                     _out(_dumps(record_json(record)))
