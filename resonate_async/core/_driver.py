@@ -49,6 +49,7 @@ from resonate_async.protocol import (
     ActionHead,
     Claim,
     Promise,
+    PromiseGet,
     PromiseRegisterCallback,
     PromiseSettle,
     Request,
@@ -104,6 +105,9 @@ class Worker:
         max_queued: int | None = None,
     ) -> None:
         self.transport = transport
+        # The transport answers without yielding to the event loop (the embedded engine):
+        # a request there cannot be interrupted by a cancellation halfway.
+        self.inline_sends = getattr(transport, "sends_inline", False) is True
         self.codec = codec
         self.registry = registry
         self.clock = clock
@@ -115,6 +119,7 @@ class Worker:
         self.dependency = dependency
         self.on_settled = on_settled
         self.held: dict[str, int] = {}
+        self._watches: dict[int, Any] = {}  # runs whose own promise the heartbeat reads
         self._kept: dict[str, tuple[dict[str, Promise], int]] = {}
         self._kept_bytes = 0
         self._claimed: anyio.Event | None = None
@@ -485,7 +490,29 @@ class Worker:
             await self.clock.sleep(self.ttl_ms / 2000)
             await self.heartbeat()
 
+    def watch(self, watch: Any) -> None:
+        """Watch a run's own promise from the heartbeat loop (see ``_RootWatch``)."""
+        self._watches[id(watch)] = watch
+
+    def unwatch(self, watch: Any) -> None:
+        self._watches.pop(id(watch), None)
+
+    async def _check_watched(self) -> None:
+        """Stop runs whose promise was settled elsewhere (only runs older than ttl/2)."""
+        old_enough = self.clock.now_ms() - self.ttl_ms // 2
+        for watch in [w for w in self._watches.values() if w.started <= old_enough]:
+            if watch.settled is not None:
+                continue
+            try:
+                response = await self.send(PromiseGet(watch.execution.id))
+            except PlatformFailure as exc:
+                log.debug("root_not_read", task_id=watch.execution.id, error=str(exc))
+                continue
+            if response.status == 200 and response.data.promise.state != "pending":
+                watch.settled_elsewhere(response.data.promise.state)
+
     async def heartbeat(self) -> None:
+        await self._check_watched()
         by_origin: dict[str, list[TaskRef]] = {}
         for tid, version in list(self.held.items()):
             by_origin.setdefault(origin_of(tid), []).append(TaskRef(tid, version))

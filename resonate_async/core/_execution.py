@@ -50,7 +50,6 @@ from resonate_async.protocol import (
     FenceSettle,
     Promise,
     PromiseCreate,
-    PromiseGet,
     PromiseSearch,
     PromiseSettle,
     Response,
@@ -225,7 +224,7 @@ class Execution:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 watch = _RootWatch(self, tg)
-                tg.start_soon(watch.run)
+                self.worker.watch(watch)
                 try:
                     value: Any = None
                     with Deadline(self.worker.clock, self.root.timeout_at, tg) as bound:
@@ -261,7 +260,6 @@ class Execution:
                     if is_ours(exc):
                         raise
                     outcome = Outcome("failed", error=exc)  # SystemExit & co. from user code
-                tg.start_soon(watch.stop_when_quiet)
         except BaseExceptionGroup as group:
             # The platform failed under the task group (in the body, which trio wraps, or in
             # a spawned step): the run is over, whatever else the group holds.
@@ -269,6 +267,7 @@ class Execution:
             raise
         finally:
             self._tg = None
+            self.worker.unwatch(watch)
         if watch.settled is not None:
             raise LeaseLost(f"{self.id} was settled ({watch.settled}) while it ran: it stops "
                             "here, and nothing more is written")
@@ -385,11 +384,15 @@ class Execution:
     async def _settle(self, promise_id: str, state: Any, value: Value) -> Promise:
         # The step's work is done: record it even while the run is being cancelled (a
         # shutdown, an enclosing deadline), or its side effect would run again where the task
-        # resumes. Bounded, so a dead engine cannot hold a shutdown.
+        # resumes. Bounded, so a dead engine cannot hold a shutdown. An in-process engine
+        # answers without yielding, so nothing can cancel the write there: no scope (it costs
+        # a fifth of an embedded step).
+        action = FenceSettle(data=PromiseSettle(promise_id, state, value))
+        if self.worker.inline_sends:
+            return await self._fence(action, promise_id)
         with anyio.CancelScope(shield=True) as scope:
             scope.deadline = anyio.current_time() + SETTLE_SHIELD_S
-            return await self._fence(
-                FenceSettle(data=PromiseSettle(promise_id, state, value)), promise_id)
+            return await self._fence(action, promise_id)
         raise PlatformFailure(f"settling {promise_id} took longer than {SETTLE_SHIELD_S:g} s; "
                               "the step will run again where the task resumes")
 
@@ -805,47 +808,30 @@ class Execution:
 
 class _RootWatch:
     """Stops a run whose own promise was settled elsewhere (cancelled from outside, or by
-    its parent's ``handle.cancel()``): every half lease it reads the promise, as often as
-    heartbeats go, and cancels the run's task group at once if it is no longer pending.
+    its parent's ``handle.cancel()``). The worker's heartbeat loop reads the promise of every
+    run that has lasted half a lease, as often as heartbeats go, and calls ``settled_elsewhere``
+    if it is no longer pending: the run's task group is cancelled at once.
 
-    A run shorter than half a lease sends nothing. Without it a long step would finish its
-    side effect after the cancel and only learn at its next durable write (409).
+    A run shorter than half a lease sends nothing and costs no task. Without it a long step
+    would finish its side effect after the cancel and only learn at its next durable write
+    (409).
     """
 
-    __slots__ = ("execution", "scope", "settled", "tg")
+    __slots__ = ("execution", "settled", "started", "tg")
 
     def __init__(self, execution: Execution, tg: TaskGroup) -> None:
         self.execution = execution
         self.tg = tg
-        self.scope = anyio.CancelScope()
+        self.started = execution.worker.clock.now_ms()
         self.settled: str | None = None
 
-    async def run(self) -> None:
-        ex = self.execution
-        worker = ex.worker
-        with self.scope:
-            while True:
-                await worker.clock.sleep(worker.ttl_ms / 2000)
-                try:
-                    response = await worker.send(PromiseGet(ex.id))
-                except PlatformFailure as exc:
-                    ex.log.debug("root_not_read", error=str(exc))
-                    continue
-                if response.status != 200:
-                    continue
-                p = response.data.promise
-                if p.state != "pending":
-                    self.settled = p.state
-                    ex.log.info("execution_canceled" if p.state == "rejected_canceled"
-                                else "execution_settled_elsewhere", state=p.state)
-                    self.tg.cancel_scope.cancel()
-                    return
-
-    async def stop_when_quiet(self) -> None:
-        """The body has returned: keep watching while spawned local steps still run."""
-        for state in list(self.execution.locals.values()):
-            await state.stopped.wait()
-        self.scope.cancel()
+    def settled_elsewhere(self, state: str) -> None:
+        if self.settled is None:
+            self.settled = state
+            self.execution.log.info(
+                "execution_canceled" if state == "rejected_canceled"
+                else "execution_settled_elsewhere", state=state)
+            self.tg.cancel_scope.cancel()
 
 
 async def _stop_when_stopped(state: _LocalState, scope: anyio.CancelScope) -> None:
