@@ -141,10 +141,10 @@ class Worker:
         """Send a request for an execution; unreachable engine -> ``PlatformFailure``."""
         try:
             return await self.transport.send(request)
-        except ResonateError as exc:
-            raise PlatformFailure(f"{request.KIND}: {exc}") from exc
-        except OSError as exc:
-            raise PlatformFailure(f"{request.KIND}: {exc}") from exc
+        except (ResonateError, OSError) as exc:
+            text = str(exc)  # a ProtocolError names the request kind already
+            raise PlatformFailure(
+                text if text.startswith(request.KIND) else f"{request.KIND}: {text}") from exc
 
     # stopping ---------------------------------------------------------------------------------
     def begin_shutdown(self) -> None:

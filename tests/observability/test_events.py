@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
 import pytest
-import structlog
-from structlog.testing import capture_logs
 
-from resonate_async import Context, Never, Resonate, configure_logging
-
-
-@pytest.fixture
-def events() -> Iterator[list[dict[str, Any]]]:
-    configure_logging("DEBUG")
-    try:
-        with capture_logs() as captured:
-            yield captured
-    finally:
-        configure_logging("WARNING")
-        structlog.reset_defaults()
+from resonate_async import Context, Never, Resonate
 
 
 async def test_every_state_change_is_an_event_with_ids(events: list[dict[str, Any]]) -> None:

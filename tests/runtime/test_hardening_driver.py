@@ -12,15 +12,14 @@ import contextvars
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 import pytest
-import structlog
 from structlog.testing import capture_logs
 
-from resonate_async import Context, EncodingError, Resonate, TimedOutError, configure_logging
+from resonate_async import Context, EncodingError, Resonate, TimedOutError
 from resonate_async._errors import RequestTooLargeError, TransportError
 from resonate_async.core import _threads
 from resonate_async.core._failures import BACKOFF_FIRST, REPORT_AFTER, TaskFailures
@@ -30,17 +29,6 @@ from tests.runtime.conftest import Connect
 from tests.runtime.spy import SpyTransport
 
 WAIT = 60.0  # "it finished", not "it was fast"
-
-
-@pytest.fixture
-def events() -> Iterator[list[dict[str, Any]]]:
-    configure_logging("DEBUG")
-    try:
-        with capture_logs() as captured:
-            yield captured
-    finally:
-        configure_logging("WARNING")
-        structlog.reset_defaults()
 
 
 def _resolves(request: Request) -> bool:
