@@ -83,6 +83,9 @@ DEFAULT_SHUTDOWN_GRACE: Final = 30.0
 
 T = TypeVar("T")
 
+# root reads in flight at once from one heartbeat (each a promise.get)
+_WATCH_READS = 16
+
 
 class Worker:
     """Runs the tasks this process claims, one ``Execution`` each."""
@@ -482,13 +485,27 @@ class Worker:
 
     # heartbeats -------------------------------------------------------------------------------
     async def heartbeat_forever(self) -> None:
-        """Extend the leases of held tasks every ttl/2, one request per origin."""
-        while True:
-            if not self.held:  # idle: no periodic wake-ups (they would stall a virtual clock)
-                self._claimed = anyio.Event()
-                await self._claimed.wait()
-            await self.clock.sleep(self.ttl_ms / 2000)
-            await self.heartbeat()
+        """Extend the leases of held tasks every ttl/2, one request per origin; then read the
+        watched roots, in the background: slow reads never delay the next heartbeat."""
+        reading = False
+
+        async def read_watched() -> None:
+            nonlocal reading
+            try:
+                await self._check_watched()
+            finally:
+                reading = False
+
+        async with anyio.create_task_group() as tg:
+            while True:
+                if not self.held:  # idle: no periodic wake-ups (they would stall a virtual clock)
+                    self._claimed = anyio.Event()
+                    await self._claimed.wait()
+                await self.clock.sleep(self.ttl_ms / 2000)
+                await self.heartbeat(watched=False)
+                if not reading and self._watches:
+                    reading = True
+                    tg.start_soon(read_watched)
 
     def watch(self, watch: Any) -> None:
         """Watch a run's own promise from the heartbeat loop (see ``_RootWatch``)."""
@@ -498,29 +515,53 @@ class Worker:
         self._watches.pop(id(watch), None)
 
     async def _check_watched(self) -> None:
-        """Stop runs whose promise was settled elsewhere (only runs older than ttl/2)."""
+        """Stop runs whose promise was settled elsewhere (only runs older than ttl/2); the
+        reads go out together, at most ``_WATCH_READS`` at a time."""
         old_enough = self.clock.now_ms() - self.ttl_ms // 2
-        for watch in [w for w in self._watches.values() if w.started <= old_enough]:
-            if watch.settled is not None:
-                continue
-            try:
-                response = await self.send(PromiseGet(watch.execution.id))
-            except PlatformFailure as exc:
-                log.debug("root_not_read", task_id=watch.execution.id, error=str(exc))
-                continue
+        due = [w for w in self._watches.values() if w.started <= old_enough and w.settled is None]
+        if not due:
+            return
+        limit = anyio.CapacityLimiter(_WATCH_READS)
+
+        async def read(watch: Any) -> None:
+            async with limit:
+                try:
+                    response = await self.send(PromiseGet(watch.execution.id))
+                except PlatformFailure as exc:
+                    log.debug("root_not_read", task_id=watch.execution.id, error=str(exc))
+                    return
             if response.status == 200 and response.data.promise.state != "pending":
                 watch.settled_elsewhere(response.data.promise.state)
 
-    async def heartbeat(self) -> None:
-        await self._check_watched()
+        async with anyio.create_task_group() as tg:
+            for watch in due:
+                tg.start_soon(read, watch)
+
+    async def heartbeat(self, *, watched: bool = True) -> None:
+        """Extend every held lease, then (``watched``) read the watched roots.
+
+        Leases first and all at once (one request per origin, sent together): a worker holding
+        many tasks on a slow server must not let a lease lapse while it waits for the answers
+        of earlier heartbeats or of root reads (CI's chaos test lost every lease so, under load).
+        """
         by_origin: dict[str, list[TaskRef]] = {}
         for tid, version in list(self.held.items()):
             by_origin.setdefault(origin_of(tid), []).append(TaskRef(tid, version))
-        for refs in by_origin.values():
+
+        async def beat(refs: list[TaskRef]) -> None:
             try:
                 await self.send(TaskHeartbeat(self.pid, refs))
             except PlatformFailure as exc:
                 log.warning("heartbeat_failed", error=str(exc))
+
+        if len(by_origin) == 1:
+            await beat(next(iter(by_origin.values())))
+        elif by_origin:
+            async with anyio.create_task_group() as tg:
+                for refs in by_origin.values():
+                    tg.start_soon(beat, refs)
+        if watched:
+            await self._check_watched()
 
 
 def _decryption_error(error: BaseException | None) -> DecryptionError | None:

@@ -36,9 +36,9 @@ def _lines(log: Path) -> list[tuple[str, int, int]]:
     return out
 
 
-def _wait_for_ends(log: Path, count: int, proc: subprocess.Popen[str]) -> None:
+def _wait_for(log: Path, event: str, count: int, proc: subprocess.Popen[str]) -> None:
     deadline = time.monotonic() + 30
-    while sum(1 for what, _, _ in _lines(log) if what == "end") < count:
+    while sum(1 for what, _, _ in _lines(log) if what == event) < count:
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         assert time.monotonic() < deadline, "the workflow made no progress"
         time.sleep(0.02)
@@ -48,7 +48,9 @@ def test_a_killed_process_is_finished_by_the_next_without_rerunning_settled_step
         tmp_path: Path) -> None:
     db, log = tmp_path / "app.db", tmp_path / "steps.log"
     first = _start(db, log)
-    _wait_for_ends(log, 3, first)
+    # the 4th step starts only once the 3rd one's settle is durable (its "end" line comes
+    # before that settle: waiting for 3 ends left 2 settled steps now and then)
+    _wait_for(log, "start", 4, first)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
 
@@ -78,7 +80,7 @@ def test_a_second_live_process_on_the_same_file_gets_a_clear_error(tmp_path: Pat
     db, log = tmp_path / "app.db", tmp_path / "steps.log"
     first = _start(db, log, step_seconds=0.5)
     try:
-        _wait_for_ends(log, 1, first)
+        _wait_for(log, "end", 1, first)
         with pytest.raises(StorageLockedError, match="in use by another live process"):
             Resonate(path=db)
     finally:
