@@ -1,7 +1,8 @@
-"""The HTTP transport: a Resonate server (or ``python -m resonate_async dev``) over httpx.
+"""The HTTP transport: a Resonate server (or ``python -m resonate_async dev``) over HTTP.
 
-Requests go to ``POST /`` as protocol envelopes; push messages arrive on one Server-Sent-Events
-stream per subscription, ``GET /poll/{group}/{pid}``. The transport hides the network's
+Requests go to ``POST /`` as protocol envelopes, through a lean HTTP/1.1 client (``_h1``) or,
+where it cannot serve the configuration, httpx; push messages arrive on one Server-Sent-Events
+stream per subscription, ``GET /poll/{group}/{pid}`` (httpx). The transport hides the network's
 unreliability the way protocol.md §11 recommends:
 
 * A connection failure *before* the request reached the server (refused, DNS, connect
@@ -24,13 +25,15 @@ from __future__ import annotations
 
 import math
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Final
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import anyio
+import certifi
 import httpx
 import msgspec
 import structlog
@@ -59,6 +62,9 @@ from resonate_async.protocol import (
     encode_request,
     new_corr_id,
 )
+from resonate_async.transport._h1 import Ambiguous as _Ambiguous
+from resonate_async.transport._h1 import LeanPost
+from resonate_async.transport._h1 import NotDelivered as _NotDelivered
 
 log = structlog.get_logger("resonate_async.transport")
 
@@ -84,22 +90,6 @@ _KEEPALIVE: Final = [
         (getattr(socket, "TCP_KEEPCNT", None), 4),
     ) if option is not None),
 ]
-
-
-class _Ambiguous(Exception):
-    """The request may have reached the server, but no answer came back."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class _NotDelivered(Exception):
-    """The request certainly did not reach the server."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass
@@ -128,13 +118,24 @@ class HttpTransport:
         timeout: seconds to wait for an answer to one ``POST /`` attempt (streams never time
             out while idle).
         connect_timeout: seconds to wait for a TCP connection.
-        max_connections: size of the connection pool.
-        max_in_flight: how many ``POST /`` requests may be under way at once (the rest wait).
+        max_connections: size of the connection pool (idle connections kept).
+        max_in_flight: how many ``POST /`` requests may be under way at once (the rest wait);
+            also how many connections ``POST /`` opens at most.
         max_request_bytes: the largest request body the server accepts (the Resonate server
             and the dev server: 2 MiB, answering 413 above it); the SDK checks results against
             it before sending and fails the step or execution with a clear ``EncodingError``.
             ``None``: no check here (the server's 413 still ends the work the same way).
+        ssl_context: the TLS settings for an ``https`` URL (default: verify the server against
+            certifi's CA bundle, as httpx does), e.g. ``ssl.create_default_context(cafile=...)``
+            for a server with a private CA.
+        proxy: the URL of an HTTP(S) or SOCKS proxy to reach the server through (the
+            environment's ``HTTP_PROXY``/``HTTPS_PROXY`` are not read).
         transport: an ``httpx.AsyncBaseTransport`` to use instead of the network (tests).
+
+    ``POST /`` goes through a lean HTTP/1.1 client on anyio streams (one ``send()`` per
+    request, a keep-alive pool of at most ``max_in_flight`` connections in use), over TLS for
+    ``https``. With ``proxy=`` or ``transport=`` it goes through httpx instead, as the event
+    streams always do; requests then behave the same (timeouts, token, retries), only slower.
 
     Nothing happens at construction; ``async with`` opens the connection pool and the task
     group that owns the subscriptions. It may be entered by several owners; the last to
@@ -156,6 +157,8 @@ class HttpTransport:
         max_connections: int = 256,
         max_in_flight: int = 8,
         max_request_bytes: int | None = MAX_REQUEST_BYTES,
+        ssl_context: ssl.SSLContext | None = None,
+        proxy: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not url.startswith(("http://", "https://")):
@@ -181,14 +184,20 @@ class HttpTransport:
         self._limits = httpx.Limits(max_connections=max_connections,
                                     max_keepalive_connections=max_connections)
         self._mock = transport
+        self._proxy = proxy
+        self._ssl_context = ssl_context  # for https without one: certifi's, made on entry
+        self._timeouts = (timeout, connect_timeout)
+        self._max_connections = max_connections
+        self._lean: LeanPost | None = None
         # We keep our own cache and never read task.fence's preload: servers that honour this
         # hint (our development server) leave it out; the Resonate server ignores it.
         self._headers = {"Content-Type": "application/json", "Resonate-Fence-Preload": "omit"}
         if token is not None:
             self._headers["Authorization"] = f"Bearer {token}"
         self._client: httpx.AsyncClient | None = None
-        # httpcore's pool does work quadratic in the number of waiting requests; a fan-out of
-        # thousands of steps queues here instead, a few connections at a time.
+        # A fan-out of thousands of steps queues here (O(1) per request), a few connections at
+        # a time; httpcore's pool, used with proxy= or transport=, does work quadratic in the
+        # number of requests waiting inside it.
         self._in_flight = anyio.CapacityLimiter(max_in_flight)
         self._tg: TaskGroup | None = None
         self._owners = 0
@@ -198,8 +207,17 @@ class HttpTransport:
     async def __aenter__(self) -> HttpTransport:
         self._owners += 1
         if self._owners == 1:
+            if self._ssl_context is None and self.url.startswith("https://"):
+                self._ssl_context = ssl.create_default_context(cafile=certifi.where())
             transport = self._mock if self._mock is not None else httpx.AsyncHTTPTransport(
-                limits=self._limits, socket_options=_KEEPALIVE, trust_env=False)
+                limits=self._limits, socket_options=_KEEPALIVE, trust_env=False,
+                verify=self._ssl_context or True, proxy=self._proxy)
+            if self._mock is None and self._proxy is None:
+                self._lean = LeanPost(
+                    urlsplit(self.url), self._headers, timeout=self._timeouts[0],
+                    connect_timeout=self._timeouts[1],
+                    keep=min(self._max_connections, int(self._in_flight.total_tokens)),
+                    ssl_context=self._ssl_context, socket_options=_KEEPALIVE)
             self._client = httpx.AsyncClient(
                 follow_redirects=False, timeout=self._timeout, transport=transport,
                 headers=self._headers, trust_env=False,
@@ -222,13 +240,16 @@ class HttpTransport:
         self._subscriptions.clear()
         tg, self._tg = self._tg, None
         client, self._client = self._client, None
+        lean, self._lean = self._lean, None
         try:
             if tg is not None:
                 tg.cancel_scope.cancel()
                 await tg.__aexit__(None, None, None)
         finally:
-            if client is not None:
-                with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):
+                if lean is not None:
+                    await lean.aclose()
+                if client is not None:
                     await client.aclose()
 
     def _open_client(self, what: str) -> httpx.AsyncClient:
@@ -255,7 +276,13 @@ class HttpTransport:
             if self._client is not client:
                 raise NotStartedError(f"{kind}: the HttpTransport to {self._shown_url} was closed")
             try:
-                answer = await self._post(client, kind, body)
+                lean = self._lean
+                if lean is not None:
+                    async with self._in_flight:
+                        answer = await lean.post(body)
+                else:
+                    answer = await self._post(client, body)
+                self._check(kind, body, *answer)
             except _NotDelivered as exc:
                 reason = exc.reason
             except _Ambiguous as exc:
@@ -293,8 +320,8 @@ class HttpTransport:
             await anyio.sleep(delay)
             delay = min(delay * 2, self.backoff_max)
 
-    async def _post(self, client: httpx.AsyncClient, kind: str,
-                    body: bytes) -> tuple[int, bytes]:
+    async def _post(self, client: httpx.AsyncClient, body: bytes) -> tuple[int, bytes]:
+        """``POST /`` through httpx (a proxy, or a transport given for tests)."""
         try:
             async with self._in_flight:
                 answer = await client.post(self.url + "/", content=body)
@@ -303,13 +330,17 @@ class HttpTransport:
             raise _NotDelivered(_describe(exc)) from None
         except httpx.TransportError as exc:  # reset, read timeout, broken protocol ...
             raise _Ambiguous(_describe(exc)) from None
-        if answer.status_code in _PROXY_STATUSES and not _looks_like_envelope(answer):
-            raise _Ambiguous(f"HTTP {answer.status_code} from an intermediary")
-        if answer.status_code == 413:
+        return answer.status_code, answer.content
+
+    @staticmethod
+    def _check(kind: str, body: bytes, status_code: int, content: bytes) -> None:
+        """Refuse the answers that are not the server's: a proxy's error page, a 413."""
+        if status_code in _PROXY_STATUSES and not _looks_like_envelope(content):
+            raise _Ambiguous(f"HTTP {status_code} from an intermediary")
+        if status_code == 413:
             raise RequestTooLargeError(
                 f"the server refused a request body of {len(body)} bytes as too large "
                 "(HTTP 413); keep arguments and results well under 2 MiB", kind=kind)
-        return answer.status_code, answer.content
 
     def _decode(self, kind: str, corr_id: str, status_code: int, content: bytes) -> Response:
         try:
@@ -516,9 +547,9 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _looks_like_envelope(answer: httpx.Response) -> bool:
+def _looks_like_envelope(content: bytes) -> bool:
     try:
-        msgspec.json.decode(answer.content, type=_HeadOnly)
+        msgspec.json.decode(content, type=_HeadOnly)
     except msgspec.DecodeError:
         return False
     return True
