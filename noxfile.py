@@ -103,18 +103,22 @@ def bench(session: nox.Session) -> None:
 
 def _peer_env(session: nox.Session, where: Path, package: str,
               pythons: tuple[str, ...]) -> str | None:
-    """A virtualenv at ``where`` holding ``package``; its interpreter, or None."""
+    """A virtualenv at ``where`` holding ``package``; its interpreter, or None (with a warning
+    saying why) when no suitable Python exists or the environment or install fails."""
     python = where / "bin" / "python"
-    if not python.exists():
-        base = next((found for v in pythons for found in _interpreters(v)), None)
-        if base is None:
-            session.warn(f"{package}: no Python {' or '.join(pythons)} found")
-            return None
-        session.run(base, "-m", "venv", str(where), external=True)
     try:
+        if not python.exists() or subprocess.run(
+                [str(python), "--version"], capture_output=True).returncode != 0:
+            base = next((found for v in pythons for found in _interpreters(v)), None)
+            if base is None:
+                session.warn(f"{package}: no Python {' or '.join(pythons)} found (pyenv or "
+                             "PATH); install one to compare with this peer")
+                return None
+            session.run(base, "-m", "venv", "--clear", str(where), external=True)
         session.run(str(python), "-m", "pip", "install", "-q", package, external=True)
     except Exception as exc:  # nox raises its own failure type for a failed command
-        session.warn(f"{package}: install failed: {exc}")
+        session.warn(f"{package}: environment or install failed ({exc}); check the network "
+                     "or the package index")
         return None
     return str(python)
 

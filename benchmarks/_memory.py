@@ -1,7 +1,8 @@
 """The ``memory`` workload, in a fresh process so that peak RSS means something.
 
-``python -m benchmarks._memory --mode M [--url U] [--quick]`` prints two figures: the peak RSS
-of a process that ran ``seq_steps``, and the RSS added by workflows suspended on a promise.
+``python -m benchmarks._memory --mode M [--url U] [--quick]`` prints three figures: the peak
+RSS of a process that ran ``seq_steps``, and the RSS added by workflows suspended on a promise
+(in all, and per workflow in KB).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ async def _main(mode: str, url: str | None, sizes: Sizes) -> None:
             gc.collect()
             added = _rss_mb() - before
             print(f"memory.suspended_{sizes.suspended} {added:.1f} MB", flush=True)
+            print(f"memory.suspended_each {added * 1024 / sizes.suspended:.2f} KB", flush=True)
 
 
 def main() -> None:

@@ -36,17 +36,22 @@ class Sizes:
 
     seq_steps: int = 1000
     fanout: int = 1000
-    seq_rpc: tuple[int, ...] = (50, 200, 400)
+    seq_rpc: tuple[int, ...] = (50, 200, 400, 800)
     roots: int = 500
     replay: int = 10_000
     replay_http: int = 1000
     suspended: int = 10_000
+    rtt: int = 2000  # round trips per sample of the client CPU figure
+    inflight: tuple[int, ...] = (1, 8, 32, 64)  # the points of the roots@http curve
+    inflight_roots: int = 256  # roots per point of that curve
+    counted_roots: int = 50  # roots of the counting run (requests per root)
+    full_steps: tuple[int, ...] = (250, 500, 1000)  # seq_steps against full preloads
     reps: int = 3
 
 
 QUICK = Sizes(seq_steps=20, fanout=20, seq_rpc=(3, 5), roots=10, replay=50, replay_http=50,
-              suspended=20,
-              reps=1)
+              suspended=20, rtt=20, inflight=(1, 4), inflight_roots=8, counted_roots=4,
+              full_steps=(5, 10), reps=1)
 
 
 # the functions under test --------------------------------------------------------------------
@@ -146,7 +151,20 @@ async def bench_seq_rpc(connect: Connect, sizes: Sizes) -> list[Figure]:
         for n in sizes.seq_rpc:
             t = await _timed(lambda n=n: _run(r, seq_rpc, n), sizes.reps)  # type: ignore[misc]
             out.append(Figure(f"seq_rpc.{n}", t / n * 1000, "ms/call", False))
+    if len(sizes.seq_rpc) >= 2:
+        # per call = a + slope * N: what each resumption's replay of the earlier calls adds
+        slope = fit_slope([float(n) for n in sizes.seq_rpc], [f.value for f in out])
+        out.append(Figure("seq_rpc.slope", slope * 1000, "us/N", False))
     return out
+
+
+def fit_slope(xs: list[float], ys: list[float]) -> float:
+    """The least-squares slope of ``ys`` against ``xs`` (at least two distinct ``xs``)."""
+    if len(xs) != len(ys) or len(set(xs)) < 2:
+        raise ValueError(f"fit_slope needs two or more distinct x values, got {xs!r}")
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    return (sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+            / sum((x - mx) ** 2 for x in xs))
 
 
 async def bench_roots(connect: Connect, sizes: Sizes) -> list[Figure]:
@@ -159,7 +177,12 @@ async def bench_roots(connect: Connect, sizes: Sizes) -> list[Figure]:
 
     async with register(connect()) as r:
         t = await _timed(wave, sizes.reps)
-    return [Figure("roots", n / t, "roots/s", True)]
+    figures = [Figure("roots", n / t, "roots/s", True)]
+    if r.url is not None:
+        from benchmarks._http_workloads import requests_per_root
+
+        figures.append(await requests_per_root(r.url, sizes.counted_roots))
+    return figures
 
 
 async def bench_replay(connect: Connect, sizes: Sizes) -> list[Figure]:

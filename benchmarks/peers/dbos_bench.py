@@ -53,6 +53,7 @@ async def main() -> None:
     parser.add_argument("--fanout", type=int, default=1000)
     parser.add_argument("--roots", type=int, default=500)
     parser.add_argument("--rpc", type=int, default=50)
+    parser.add_argument("--rtt", type=int, default=0, help="unused: DBOS has no HTTP client")
     args = parser.parse_args()
     reps = args.reps
     tmp = tempfile.mkdtemp(prefix="dbos-bench-")
