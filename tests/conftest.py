@@ -15,6 +15,9 @@ from structlog.testing import capture_logs
 
 from resonate_async import configure_logging
 
+# The session's PostgreSQL (pg_server, pg_dsn), started only by the tests that use it.
+pytest_plugins = ["tests._postgres"]
+
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:

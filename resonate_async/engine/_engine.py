@@ -56,6 +56,16 @@ from resonate_async.protocol import (
     parse_envelope,
 )
 
+MAX_CONFLICT_RETRIES = 100
+
+
+class TransactionConflict(Exception):
+    """Raised by a storage's ``transaction()`` when it lost a race with another process (a
+    serialization failure) and rolled back: the engine runs the request again from the top.
+
+    A storage shared by several processes raises it; a storage of one process never does.
+    """
+
 
 class Engine(TaskOps, ScheduleOps):
     """One Resonate engine over one storage.
@@ -150,11 +160,17 @@ class Engine(TaskOps, ScheduleOps):
             return Response(400, f"Unknown operation: {type(request).__name__}")
         now = self._clamp(now)
         try:
-            with self.storage.transaction():
+            for attempt in range(1, MAX_CONFLICT_RETRIES + 1):
                 try:
-                    return handler(request, now, corr_id)
-                except Refused as refused:  # an answer, not a failure: what was done stays
-                    return Response(refused.status, refused.message)
+                    with self.storage.transaction():
+                        try:
+                            return handler(request, now, corr_id)
+                        except Refused as refused:  # an answer, not a failure: what was done
+                            return Response(refused.status, refused.message)  # stays
+                except TransactionConflict:
+                    if attempt == MAX_CONFLICT_RETRIES:
+                        raise
+            raise AssertionError("unreachable")  # pragma: no cover
         except Exception as exc:
             ref = self._failure_ref(now)
             log.exception("engine_request_failed", kind=request.KIND, corr_id=corr_id,
@@ -212,7 +228,13 @@ class Engine(TaskOps, ScheduleOps):
         """Fire everything due at ``now``: promise timeouts, task retries and leases, schedules."""
         now = self._clamp(now)
         try:
-            self._tick(now)
+            for attempt in range(1, MAX_CONFLICT_RETRIES + 1):
+                try:
+                    self._tick(now)  # each batch is its own transaction: safe to run again
+                    break
+                except TransactionConflict:
+                    if attempt == MAX_CONFLICT_RETRIES:
+                        raise
         except Exception:
             log.exception("engine_tick_failed", now=now)
 
@@ -237,8 +259,12 @@ class Engine(TaskOps, ScheduleOps):
         """Release every acquired task (but those held by ``keep_pid``), as if its lease expired.
 
         Used when an engine file is reopened: the processes that held those leases are gone.
-        Returns how many tasks were released.
+        Returns how many tasks were released. Refused (``RuntimeError``) on a storage that
+        several live processes share (``storage.shared``): their leases are live.
         """
+        if getattr(self.storage, "shared", False):
+            raise RuntimeError("release_leases on a storage shared by several processes would "
+                               "take live leases away; leases there expire on their own")
         now = self._clamp(now)
         released = 0
         with self.storage.transaction():

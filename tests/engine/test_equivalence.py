@@ -1,7 +1,7 @@
-"""Memory and SQLite storage answer every operation sequence byte-identically.
+"""Memory, SQLite and PostgreSQL storage answer every operation sequence byte-identically.
 
 Random sequences of requests (a small id alphabet, so operations collide), ticks with an
-advancing clock and drains run against both engines side by side. After every step the two
+advancing clock and drains run against the three engines side by side. After every step the two
 must have given the same bytes, and the engine's invariants must hold.
 """
 
@@ -17,7 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from resonate_async.engine import Engine
+from resonate_async.engine._postgres import PostgresStorage
 from resonate_async.protocol import TAG_TARGET, Promise
+from tests._postgres import PostgresServer, fresh_schema
 from tests.engine.conftest import ACTION_HEAD, envelope
 
 TARGET = "poll://any@default"
@@ -200,17 +202,36 @@ def db_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("equivalence")
 
 
-@pytest.mark.slow  # hypothesis: 120 sequences through both storages
+@pytest.fixture(scope="module")
+def pg_schema(pg_server: PostgresServer) -> str:
+    """One migrated schema for the module; each sequence empties it first (much faster than
+    a schema per sequence)."""
+    dsn = fresh_schema(pg_server)
+    PostgresStorage(dsn).close()
+    return dsn
+
+
+def empty_postgres(dsn: str) -> Engine:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE resonate_promises, resonate_tasks, resonate_callbacks, "
+                     "resonate_listeners, resonate_schedules, resonate_outbox RESTART IDENTITY")
+    return Engine(PostgresStorage(dsn), retry_timeout=30_000)
+
+
+@pytest.mark.slow  # hypothesis: 120 sequences through the three storages
 @settings(max_examples=120, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(sequence=st.lists(steps, min_size=30, max_size=60),
        advances=st.lists(st.sampled_from([0, 0, 1, 100, 1_000, 20_000]), min_size=64,
                          max_size=64))
-def test_memory_and_sqlite_answer_every_sequence_identically(
-    db_dir: Path, sequence: list[tuple[str, Any]], advances: list[int],
+def test_memory_sqlite_and_postgres_answer_every_sequence_identically(
+    db_dir: Path, pg_schema: str, sequence: list[tuple[str, Any]], advances: list[int],
 ) -> None:
     memory = Engine.memory(retry_timeout=30_000)
     sqlite = Engine.sqlite(str(db_dir / f"{next(_counter)}.db"), retry_timeout=30_000)
+    postgres = empty_postgres(pg_schema)
     invariants = Invariants()
     now = 1_700_000_000_000
     try:
@@ -221,16 +242,24 @@ def test_memory_and_sqlite_answer_every_sequence_identically(
                 body = envelope(kind, resolve(data, memory, now, None), corr_id=f"c{i}")
                 a, b = memory.handle(body, now), sqlite.handle(body, now)
                 assert a == b, (body, a, b)
+                c = postgres.handle(body, now)
+                assert a == c, (body, a, c)
                 status = json.loads(a)["head"]["status"]
                 assert status in (200, 300, 400, 404, 409, 422), a
             elif step == "tick":
                 now += arg
                 memory.tick(now)
                 sqlite.tick(now)
+                postgres.tick(now)
             else:
-                assert memory.drain() == sqlite.drain()
-            assert snapshot(memory) == snapshot(sqlite)
+                drained = memory.drain()
+                assert drained == sqlite.drain()
+                assert drained == postgres.drain()
+            assert snapshot(memory) == snapshot(sqlite) == snapshot(postgres)
             invariants.check(memory)
-        assert memory.drain() == sqlite.drain()
+        drained = memory.drain()
+        assert drained == sqlite.drain()
+        assert drained == postgres.drain()
     finally:
         sqlite.close()
+        postgres.close()

@@ -1,8 +1,9 @@
 """Fixtures of the behaviour suite: every test runs on each transport and each anyio backend.
 
 ``connect()`` makes a ``Resonate`` attached to the test's engine: an embedded engine in memory,
-an embedded engine in a SQLite file, or the development server over HTTP. Several instances
-made by one test share that engine (several workers of one application).
+an embedded engine in a SQLite file, the development server over HTTP, or a PostgreSQL schema
+of the test's own. Several instances made by one test share that engine (several workers of
+one application); on PostgreSQL each has a transport of its own, as separate processes do.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from resonate_async.engine import Engine
 from resonate_async.transport import EmbeddedTransport
 from tests.runtime.spy import SpyTransport
 
-TRANSPORTS = ["memory", "sqlite", "http"]
+TRANSPORTS = ["memory", "sqlite", "http", "postgres"]
 
 
 # The behaviour suite's server behaves as the Resonate server: no dev-server extension (full
@@ -60,6 +61,12 @@ def connect(transport_kind: str, tmp_path: Path, request: pytest.FixtureRequest)
             from resonate_async.transport import HttpTransport
 
             transport: Any = HttpTransport(url)
+        elif transport_kind == "postgres":
+            if "dsn" not in shared:
+                shared["dsn"] = request.getfixturevalue("pg_dsn")
+            from resonate_async.transport._postgres import PostgresTransport
+
+            transport = PostgresTransport(shared["dsn"], poll_interval=0.5)
         else:
             if "transport" not in shared:
                 engine = (Engine.memory() if transport_kind == "memory"
