@@ -19,7 +19,6 @@ from typing import (
     Any,
     Concatenate,
     Generic,
-    Literal,
     NoReturn,
     ParamSpec,
     TypeVar,
@@ -34,6 +33,7 @@ from resonate_async._clock import Clock
 from resonate_async._errors import ContextError
 from resonate_async._logging import ReplayAwareLogger
 from resonate_async._retry import RetryPolicy
+from resonate_async.core._kinds import DETACHED, EXTERNAL, RPC, RUN, SLEEP, CallKind
 from resonate_async.protocol import child_id, id_problem
 
 if TYPE_CHECKING:
@@ -42,9 +42,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)  # a Handle[bool] is a Handle[object]
 P = ParamSpec("P")
-
-CallKind = Literal["run", "rpc", "sleep", "promise", "detached"]
-
 
 @dataclass(frozen=True)
 class Info:
@@ -87,12 +84,12 @@ _NO_OPTIONS = Options()
 class Call(Generic[T]):
     """A durable call not started yet: ``await`` it for its value or ``.spawn()`` it."""
 
-    __slots__ = ("_made_at", "_run", "args", "ctx", "fn", "id", "kind", "kwargs", "opts")
+    __slots__ = ("_kind", "_made_at", "_run", "args", "ctx", "fn", "id", "kwargs", "opts")
 
     def __init__(self, ctx: Context, kind: CallKind, fn: Any, args: tuple[Any, ...],
                  kwargs: dict[str, Any], opts: Options = _NO_OPTIONS) -> None:
         self.ctx = ctx
-        self.kind = kind
+        self._kind = kind
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
@@ -102,6 +99,12 @@ class Call(Generic[T]):
         # dropped before that is reported as never run, like an un-awaited coroutine.
         self._made_at: tuple[str, int] | None = _caller()
         self._run = ctx._exec.run_number
+
+    @property
+    def kind(self) -> str:
+        """What kind of call this is: ``"run"``, ``"rpc"``, ``"sleep"``, ``"promise"`` or
+        ``"detached"`` (the ``ctx`` method that made it)."""
+        return self._kind.name
 
     def options(
         self,
@@ -149,7 +152,7 @@ class Call(Generic[T]):
     def __await__(self) -> Generator[Any, None, T]:
         self._made_at = None
         ex = self.ctx._exec
-        if self.kind == "run":
+        if self._kind.local:
             ex.frontier.started(self.id)
         return ex.await_call(self).__await__()
 
@@ -157,7 +160,7 @@ class Call(Generic[T]):
         """Start the call now; await the returned handle later for its value."""
         self._made_at = None
         ex = self.ctx._exec
-        if self.kind == "run":
+        if self._kind.local:
             ex.frontier.started(self.id)
         return await ex.spawn_call(self)
 
@@ -183,14 +186,11 @@ class Call(Generic[T]):
             ex.dropped.append((self._what(), self.id, made_at))
 
     def _what(self) -> str:
-        if self.kind in ("run", "rpc"):
-            name = self.fn if isinstance(self.fn, str) else getattr(self.fn, "__name__", "...")
-            return f"ctx.{self.kind}({name})"
-        return f"ctx.{self.kind}(...)"
+        return self._kind.what(self)
 
     def __repr__(self) -> str:
         # Shown by asyncio.create_task(call)'s TypeError: say there what to do instead.
-        return f"<Call {self.kind} {self.id}: await it, or start it with .spawn()>"
+        return f"<Call {self._kind.name} {self.id}: await it, or start it with .spawn()>"
 
 
 class Handle(Generic[T_co]):
@@ -252,8 +252,8 @@ class Handle(Generic[T_co]):
 class Context:
     """The durable function's gateway to durable steps. Never build one yourself."""
 
-    __slots__ = ("_counter", "_depth", "_exec", "_log", "_parent", "_timeout_at", "function",
-                 "id")
+    __slots__ = ("_counter", "_depth", "_exec", "_log", "_parent", "_prefix", "_timeout_at",
+                 "function", "id")
 
     def __init__(self, execution: Execution, promise_id: str, timeout_at: int,
                  function: str, parent: str | None, depth: int = 0) -> None:
@@ -265,11 +265,12 @@ class Context:
         self._parent = parent
         self._depth = depth  # durable functions nested by ctx.run between this and the root
         self._log: ReplayAwareLogger | None = None
+        self._prefix = child_id(promise_id, "")  # a child's id is this plus its segment
 
     def _mint(self, custom: str | None) -> str:
         self._exec.check_live(self)
         self._counter += 1
-        return child_id(self.id, custom if custom is not None else self._counter)
+        return f"{self._prefix}{self._counter if custom is None else custom}"
 
     @property
     def log(self) -> ReplayAwareLogger:
@@ -322,7 +323,7 @@ class Context:
         the step only (a type this process cannot rebuild arrives as ``ApplicationError``
         naming it). A result too large for the server fails it with ``EncodingError``.
         """
-        return Call(self, "run", fn, args, kwargs)
+        return Call(self, RUN, fn, args, kwargs)
 
     @overload
     def rpc(self, fn: Callable[Concatenate[Context, P], Coroutine[Any, Any, T]], /,
@@ -341,7 +342,7 @@ class Context:
     def rpc(self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> Call[Any]:
         """A remote call: runs the registered function ``fn`` on any worker of the target
         group (by default this worker's group)."""
-        return Call(self, "rpc", fn, args, kwargs)
+        return Call(self, RPC, fn, args, kwargs)
 
     def detached(self, fn: str | Callable[..., Any], /, *args: Any,
                  **kwargs: Any) -> Awaitable[Handle[Any]]:
@@ -350,7 +351,7 @@ class Context:
         ``await ctx.detached(...)`` gives its handle right away; this function may complete
         before it does.
         """
-        call: Call[Any] = Call(self, "detached", fn, args, kwargs)
+        call: Call[Any] = Call(self, DETACHED, fn, args, kwargs)
         call.id = self._exec.detached_id(self.id, self._counter)
         call._made_at = None  # an un-awaited spawn() coroutine is reported by Python itself
         return call.spawn()
@@ -367,11 +368,11 @@ class Context:
             if until.tzinfo is None:
                 raise ContextError("ctx.sleep(until=...) needs an aware datetime (with tzinfo)")
             at: float = until.timestamp()
-            return Call(self, "sleep", None, (), {"at": int(at * 1000)})
+            return Call(self, SLEEP, None, (), {"at": int(at * 1000)})
         span = seconds.total_seconds() if isinstance(seconds, timedelta) else seconds
         if not isinstance(span, int | float) or isinstance(span, bool) or span < 0:
             raise ContextError(f"ctx.sleep expects a non-negative duration, got {seconds!r}")
-        return Call(self, "sleep", None, (), {"seconds": float(span)})
+        return Call(self, SLEEP, None, (), {"seconds": float(span)})
 
     @overload
     def promise(self, *, timeout: float | timedelta | None = None,
@@ -389,18 +390,18 @@ class Context:
         (``ctx.promise(type=Approval)`` is a ``Call[Approval]``). ``data`` is stored as the
         promise's param, for whoever settles it to read (``(await
         resonate.promises.get(id)).param``): what the approval is about, for instance."""
-        call: Call[Any] = Call(self, "promise", None, (), {"type": type, "data": data})
+        call: Call[Any] = Call(self, EXTERNAL, None, (), {"type": type, "data": data})
         if timeout is not None:
             call.options(timeout=timeout)
         return call
 
     def now(self) -> Call[datetime]:
         """The current time, recorded as a step: identical on every replay."""
-        return Call(self, "run", now, (self._exec.worker.clock,), {})
+        return Call(self, RUN, now, (self._exec.worker.clock,), {})
 
     def random(self) -> Call[float]:
         """A random float in [0, 1), recorded as a step: identical on every replay."""
-        return Call(self, "run", _random.random, (), {})
+        return Call(self, RUN, _random.random, (), {})
 
     async def first(self, *handles: Handle[T], cancel_rest: bool = True) -> Handle[T]:
         """The first of ``handles`` (spawned in this function) to settle: a durable race.

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
+import anyio
+import anyio.lowlevel
 import structlog
 
 from resonate_async._checks import milliseconds, tags_problem
@@ -100,7 +103,7 @@ class Invoker:
         name, version, returns = self._function(fn, local=True)
         client.registry.get(name, version).check_call(args, kwargs)
         target = (client.target(self.target) if self.target is not None
-                  else f"poll://any@{client.group}/{client.pid}")
+                  else sys.intern(f"poll://any@{client.group}/{client.pid}"))  # one per root
         create = self._create(id, name, version, args, kwargs, target)
         drive: Drive | None = None
         response = await client.send(
@@ -116,6 +119,11 @@ class Invoker:
                 log.info("execution_created", promise_id=id, function=name)
                 drive = Drive(claim.promise.timeout_at)
                 tg.start_soon(client._drive_local, claim, drive)
+                # Let the drive take its first leg before the caller goes on: a caller
+                # starting many executions in a row (an embedded engine answers without
+                # yielding) would otherwise pile up one waiting task per execution. Not a
+                # cancellation point: the execution exists and runs whatever the caller does.
+                await anyio.lowlevel.cancel_shielded_checkpoint()
         elif response.status == 422:
             raise ResonateError(f"promise {id!r} already exists and is not an execution (it "
                                 "was created with resonate.promises.create?); use another id")

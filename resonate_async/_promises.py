@@ -87,7 +87,7 @@ class Promises:
         """Cancel promise ``id``: awaiting it raises ``CanceledError``.
 
         For an execution, its pending descendants (rpc children, their children, sleeps,
-        promises) are cancelled too, deepest first, and the worker running it stops within
+        promises) are cancelled too, from the top down, and the worker running it stops within
         half a lease; detached work is not a descendant and keeps running. A descendant that
         settled first keeps its outcome. Raises ``ResonateError`` if the server refuses to
         search for the descendants (a token scoped to an id prefix may not search); the
@@ -96,14 +96,23 @@ class Promises:
         record = await self._settle(id, "rejected_canceled", Value())
         if record.tags.get(TAG_EXTERNAL) or record.tags.get(TAG_TIMER):
             return record  # a promise nobody runs has no descendants
-        try:
-            below = await pending_descendants(self._client.send, id)
-        except ResonateError as exc:
-            raise ResonateError(f"{id!r} is cancelled, but its descendants could not be "
-                                f"found to cancel them: {exc}") from None
-        for child in below:
-            await self._settle(child, "rejected_canceled", Value())
-        return record
+        # From the top down: a child cancelled after its own children would wake up in
+        # between (its wait cancelled) and fail first, ending "rejected". Searched again until
+        # a search finds nothing new: a child still running while the cancel is under way may
+        # create promises after a search, until it is cancelled itself.
+        done: set[str] = set()
+        while True:
+            try:
+                below = sorted((c for c in await pending_descendants(self._client.send, id)
+                                if c not in done), key=lambda c: (c.count(".") + c.count(":"), c))
+            except ResonateError as exc:
+                raise ResonateError(f"{id!r} is cancelled, but its descendants could not be "
+                                    f"found to cancel them: {exc}") from None
+            if not below:
+                return record
+            for child in below:
+                await self._settle(child, "rejected_canceled", Value())
+                done.add(child)
 
     async def search(self, *, state: str | None = None, tags: dict[str, str] | None = None,
                      page_size: int = 100) -> AsyncIterator[PromiseRecord]:

@@ -13,6 +13,7 @@ unclaimed work again after its retry timeout).
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
@@ -238,8 +239,15 @@ class Worker:
 
     async def run_claimed(self, claim: Claim) -> None:
         """Drive a task this process claimed itself (``task.create``), within the cap."""
-        async with self.limiter:
+        limiter = self.limiter
+        try:
+            limiter.acquire_nowait()  # a free slot: taken without a loop turn
+        except anyio.WouldBlock:
+            await limiter.acquire()
+        try:
             await self.run_claim(claim)
+        finally:
+            limiter.release()
 
     async def run_claim(self, claim: Claim) -> None:
         """Drive one claimed task until it is fulfilled, suspended, released or lost."""
@@ -253,17 +261,19 @@ class Worker:
         self.held[tid] = version
         if self._claimed is not None:
             self._claimed.set()
-        tlog = log.bind(task_id=tid, promise_id=tid, attempt=version)
+        tlog: Any = None  # bound once, with the function's name when there is one
         try:
             try:
-                execution = self._prepare(claim, tlog)
+                execution = self._prepare(claim)
             except DecryptionError as exc:
+                tlog = log.bind(task_id=tid, promise_id=tid, attempt=version)
                 await self._cannot_decrypt(tid, version, exc, tlog)
                 return
             if isinstance(execution, BaseException):
+                tlog = log.bind(task_id=tid, promise_id=tid, attempt=version)
                 await self._fulfill(tid, version, Outcome("failed", error=execution), tlog)
                 return
-            tlog = execution.log = tlog.bind(function=execution.function.name)
+            tlog = execution.log
             if task.version > 1:
                 tlog.info("execution_resumed", cached=len(execution.cache))
             else:
@@ -275,6 +285,8 @@ class Worker:
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 if self.held.get(tid) == version:
+                    if tlog is None:
+                        tlog = log.bind(task_id=tid, promise_id=tid, attempt=version)
                     tlog.info("task_released", reason="worker stopping")
                     await self._release(tid, version)
             raise
@@ -320,13 +332,13 @@ class Worker:
                 tlog.info("execution_suspended", waiting_on=outcome.waiting,
                           duration_ms=_ms_since(started))
                 self.failures.succeeded(tid)
-                self._keep(tid, execution.cache)
+                self._keep(tid, execution)
                 return "suspended"
             execution.absorb(response.data.preload)  # 300: replay at once
             tlog.info("execution_resumed", cached=len(execution.cache),
                       reason="dependency_settled")
 
-    def _prepare(self, claim: Claim, tlog: Any = None) -> Execution | BaseException:
+    def _prepare(self, claim: Claim) -> Execution | BaseException:
         """The execution of a claim, or the error that fails it for good; raises
         ``DecryptionError`` when this worker cannot read the root's param (its key)."""
         root = claim.promise
@@ -338,27 +350,47 @@ class Worker:
             raise
         except ResonateError as exc:
             return exc
-        return Execution(self, claim.task.id, claim.task.version, root, function, args, kwargs,
-                         claim.preload, self._take_kept(claim.task.id), tlog)
+        task = claim.task
+        kept = self._take_kept(task.id)
+        tlog = log.bind(task_id=task.id, promise_id=task.id, attempt=task.version,
+                        function=function.name)
+        execution = Execution(self, task.id, task.version, root, function, args,
+                              kwargs, claim.preload, None if kept is None else kept[0], tlog)
+        if kept is not None:
+            execution.kept_counted = (len(kept[0]), kept[1])
+        return execution
 
-    def _keep(self, tid: str, cache: dict[str, Promise]) -> None:
+    def _keep(self, tid: str, execution: Execution) -> None:
+        """Keep the settled records of a suspended execution for its resumption here.
+
+        Its cache is kept itself, its pending records dropped: the execution is over. The
+        records a resumption started with were counted when they were kept (settled records
+        never change, and new ones are added after them), so only the newer ones are sized.
+        """
         self._take_kept(tid)
-        settled = {i: p for i, p in cache.items() if p.state != "pending"}
-        size = sum(_kept_size(p) for p in settled.values())
-        if not settled or size * 4 > KEPT_BYTES:  # too large: the resumption's preload has it
+        cache = execution.cache
+        counted, size = execution.kept_counted
+        pending = []
+        for i, p in itertools.islice(cache.items(), counted, None):
+            if p.state == "pending":
+                pending.append(i)
+            else:  # about what a kept record costs: its values plus ~500 bytes of objects
+                size += 512 + len(i) + len(p.param.data or "") + len(p.value.data or "")
+        for i in pending:
+            del cache[i]
+        if not cache or size * 4 > KEPT_BYTES:  # too large: the resumption's preload has it
             return
         kept = self._kept
-        kept[tid] = (settled, size)
+        kept[tid] = (cache, size)
         self._kept_bytes += size
         while len(kept) > KEPT_EXECUTIONS or self._kept_bytes > KEPT_BYTES:
             self._take_kept(next(iter(kept)))
 
-    def _take_kept(self, tid: str) -> dict[str, Promise] | None:
+    def _take_kept(self, tid: str) -> tuple[dict[str, Promise], int] | None:
         entry = self._kept.pop(tid, None)
-        if entry is None:
-            return None
-        self._kept_bytes -= entry[1]
-        return entry[0]
+        if entry is not None:
+            self._kept_bytes -= entry[1]
+        return entry
 
     # finishing --------------------------------------------------------------------------------
     def _settlement(self, tid: str, outcome: Outcome) -> tuple[Value, SettleState]:
@@ -595,11 +627,6 @@ def _too_large_error(what: str, size: int, limit: int | None) -> EncodingError:
             else "the server refused it as too large")
     return EncodingError(f"{what} is {_size(size)} encoded; {most}; store large values "
                          "elsewhere and return a reference")
-
-
-def _kept_size(p: Promise) -> int:
-    """About what a kept record costs in memory: its values plus ~500 bytes of objects."""
-    return 512 + len(p.id) + len(p.param.data or "") + len(p.value.data or "")
 
 
 __all__ = ["DEFAULT_SHUTDOWN_GRACE", "TAG_ORIGIN", "Worker"]

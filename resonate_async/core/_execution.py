@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn
 
 import anyio
 import structlog
@@ -37,15 +38,13 @@ from resonate_async._frontier import Dropped, Frontier, report_dropped
 from resonate_async._retry import RetryPolicy
 from resonate_async._tracing import step_span
 from resonate_async.core._guard import Deadline, is_ours
+from resonate_async.core._kinds import RUN
 from resonate_async.core._registry import Function
 from resonate_async.protocol import (
     TAG_BRANCH,
-    TAG_EXTERNAL,
     TAG_ORIGIN,
     TAG_PARENT,
     TAG_SCOPE,
-    TAG_TARGET,
-    TAG_TIMER,
     FenceCreate,
     FenceSettle,
     Promise,
@@ -59,7 +58,6 @@ from resonate_async.protocol import (
     extends,
     origin_of,
 )
-from resonate_async.protocol._records import TIMER_TARGET
 
 if TYPE_CHECKING:
     from resonate_async.core._driver import Worker
@@ -92,14 +90,17 @@ class Refused(ResonateError):
     help, so the call fails (a refused step result becomes the step's rejection)."""
 
 
+OutcomeKind = Literal["done", "failed", "waiting"]
+
+
 class Outcome:
     """How one run of the function ended."""
 
     __slots__ = ("error", "kind", "value", "waiting")
 
-    def __init__(self, kind: str, *, value: Any = None, error: BaseException | None = None,
-                 waiting: list[str] | None = None) -> None:
-        self.kind = kind  # "done" | "failed" | "waiting"
+    def __init__(self, kind: OutcomeKind, *, value: Any = None,
+                 error: BaseException | None = None, waiting: list[str] | None = None) -> None:
+        self.kind: OutcomeKind = kind
         self.value = value
         self.error = error
         self.waiting = waiting or []
@@ -143,20 +144,26 @@ class _LocalState:
 class _RemoteState:
     """A remote promise (rpc, timer, external, detached) created by this execution."""
 
-    __slots__ = ("execution", "run", "type")
+    __slots__ = ("bound_ms", "execution", "run", "type")
 
-    def __init__(self, execution: Execution, type_: Any) -> None:
+    def __init__(self, execution: Execution, type_: Any, bound_ms: int) -> None:
         self.execution = execution
         self.run = execution.run_number
         self.type = type_
+        self.bound_ms = bound_ms  # the deadline of the function that started it
 
     async def wait(self, handle: Handle[Any]) -> Any:
         ex = self.execution
         ex.check_handle(handle, self.run)
         p = ex.cache.get(handle.id)
         if p is None or p.state == "pending":
+            ex.check_durable_wait(handle.id, self.bound_ms)
             # Only a wait that may suspend yields: a replayed, settled call costs no loop turn.
-            await anyio.lowlevel.checkpoint()
+            try:
+                await anyio.lowlevel.checkpoint()
+            except anyio.get_cancelled_exc_class():
+                ex.interrupted[handle.id] = None  # judged if the function returns (run_once)
+                raise
         return ex.remote_outcome(handle.id, self.type)
 
     async def done(self, handle: Handle[Any]) -> bool:
@@ -185,12 +192,17 @@ class Execution:
         self.origin = root.tags.get(TAG_ORIGIN) or origin_of(root.id)
         self.branch = root.tags.get(TAG_BRANCH) or root.id
         self.cache: dict[str, Promise] = kept if kept is not None else {}
+        # (records, bytes) of the cache counted by the worker when it was kept (Worker._keep)
+        self.kept_counted = (0, 0)
+        self.expected: dict[Any, tuple[str, Any]] = {}  # see Rpc.expect
         self.absorb(preload)
         self.pending: dict[str, None] = {}
         self.locals: dict[str, _LocalState] = {}  # this run's spawned local steps, by id
         self.nondeterminism: NonDeterminismError | None = None
         self.run_number = 0
         self.dropped: list[Dropped] = []  # calls this run made and never awaited nor spawned
+        self.interrupted: dict[str, None] = {}  # remote waits an anyio cancel scope cut short
+        self.outer_deadline = math.inf  # the deadline around a run, from outside the function
         self.frontier = Frontier(self.cache, task_id)  # where this run stands, for ctx.log
         self._tg: TaskGroup | None = None
         self.log = logger if logger is not None else log.bind(
@@ -214,6 +226,7 @@ class Execution:
         """
         self.run_number += 1
         self.pending = {}
+        self.interrupted = {}
         self.locals = {}
         self.dropped = []
         self.frontier = Frontier(self.cache, self.id)
@@ -223,6 +236,7 @@ class Execution:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                self.outer_deadline = anyio.current_effective_deadline()
                 watch = _RootWatch(self, tg)
                 self.worker.watch(watch)
                 try:
@@ -273,6 +287,14 @@ class Execution:
                             "here, and nothing more is written")
         if self.nondeterminism is not None:
             return Outcome("failed", error=self.nondeterminism)
+        cut = [i for i in self.interrupted if i in self.pending]
+        if outcome.kind == "done" and cut:
+            return Outcome("failed", error=ContextError(
+                f"{self.function.name} [{self.id}] returned while {', '.join(cut)} (whose "
+                "await an anyio cancel scope cut short) is still pending: anyio cancellation "
+                "is not durable and does not cancel it, so the function would wait for it. "
+                "Race handles with ctx.first(...), or cancel what the function no longer needs "
+                "with handle.cancel()"))
         if outcome.kind != "failed" and self.pending:
             # Spawned children belong to the execution: it completes only once they settle.
             if outcome.kind == "done":  # returned, yet waits: say why (often a lost race)
@@ -409,21 +431,53 @@ class Execution:
 
     # calls ------------------------------------------------------------------------------------
     async def await_call(self, call: Call[Any]) -> Any:
-        if call.kind == "run":
+        kind = call._kind
+        if kind.local:
             return await self._run_local(call)
+        pid = call.id
+        cached = self.cache.get(pid)
+        if cached is not None and cached.state != "pending" and kind.joined:
+            # A replayed call seen settled: no handle, no request, no loop turn; exactly what
+            # awaiting its handle would give (the replay cost of every earlier call).
+            if self._tg is None:
+                self.check_live(call.ctx)
+            expected, type_ = kind.expect(self, call)
+            if cached.tags.get(CALL_TAG) != expected:
+                self._check(cached, expected)
+            if not self.frontier.live:
+                self.frontier.awaited(pid)
+            return self.worker.codec.outcome(cached, type_, what=f"result of {pid}")
         handle = await self.spawn_call(call)
         return await handle
 
     async def spawn_call(self, call: Call[Any]) -> Handle[Any]:
         self.check_live(call.ctx)
-        if call.kind == "run":
+        if call._kind.local:
             state = _LocalState(self, call)
             assert self._tg is not None
             self.locals[call.id] = state
             self._tg.start_soon(self._run_spawned, call, state)
             return Handle(call.id, state)
         type_ = await self._create_remote(call)
-        return Handle(call.id, _RemoteState(self, type_))
+        return Handle(call.id, _RemoteState(self, type_, call.ctx._timeout_at))
+
+    def check_durable_wait(self, promise_id: str, bound_ms: int) -> None:
+        """Refuse to wait for a pending remote promise under an anyio deadline of the user's:
+        it is wall-clock time in this process, forgotten as soon as the function suspends."""
+        deadline = anyio.current_effective_deadline()
+        if deadline in (math.inf, -math.inf):  # none, or a scope cancelled already (run_once)
+            return
+        if deadline >= self.outer_deadline - 0.001:
+            return  # set outside the function (around the worker itself): not the user's
+        clock = self.worker.clock
+        own = anyio.current_time() + (bound_ms - clock.now_ms()) / 1000  # the SDK's scope
+        if deadline < own - 0.001:
+            raise ContextError(
+                f"{promise_id} is awaited under an anyio deadline (fail_after, move_on_after "
+                "or a cancel scope with a deadline): that is wall-clock time in this process "
+                "and not durable; the function suspends here and the deadline is forgotten. "
+                "For a durable deadline race the handle with a timer: deadline = await "
+                "ctx.sleep(...).spawn(), then await ctx.first(handle, deadline)")
 
     async def _run_spawned(self, call: Call[Any], state: _LocalState) -> None:
         try:
@@ -479,11 +533,8 @@ class Execution:
         await self._cancel_descendants(pid)
         if state is not None and pid not in self.cache:
             # cancelled before its promise was created: create it, to hold the outcome
-            fn = self.worker.registry.describe(state.call.fn)
-            expected = f"run {fn.name}"
-            self._check(await self._create(PromiseCreate(
-                pid, self._deadline(state.call), Value(),
-                self._tags(state.call, "local", self.branch, expected))), expected)
+            expected, _ = RUN.expect(self, state.call)
+            self._check(await self._create(RUN.request(self, state.call, expected)), expected)
         p = await self._cancel_remote(pid)
         self.log.info("step_canceled", step_id=pid, state=p.state)
         if state is not None:
@@ -594,75 +645,27 @@ class Execution:
 
     async def _create_remote(self, call: Call[Any]) -> Any:
         """Create (or find) the promise of a remote call; returns the type to decode it to."""
-        worker = self.worker
-        kind, pid = call.kind, call.id
-        type_: Any = Any
-        described = None
-        if kind in ("rpc", "detached"):
-            fn = call.fn
-            if isinstance(fn, str):
-                name, version = fn, call.opts.version or 1
-                registered = worker.registry.lookup_name(name, call.opts.version)
-                if registered is not None:
-                    type_ = registered.returns
-            else:
-                described = worker.registry.describe(fn)
-                name, version = described.name, call.opts.version or described.version
-                type_ = described.returns
-            expected = f"{kind} {name}"
-        elif kind == "sleep":
-            expected = "sleep"
-        else:  # promise
-            expected = "promise"
-            type_ = call.kwargs.get("type", Any)
+        kind, pid = call._kind, call.id
+        expected, type_ = kind.expect(self, call)
         cached = self.cache.get(pid)
         if cached is not None and cached.state != "pending":
             # Seen settled: nothing to create, nothing to encode (the replay fast path).
             self._check(cached, expected)
             return type_
-        param = Value()
-        if kind in ("rpc", "detached"):
-            if described is not None:
-                described.check_call(call.args, call.kwargs)
-            param = worker.codec.encode_invocation(name, call.args, call.kwargs, version)
-            tags = self._tags(call, "global", pid, expected)
-            tags[TAG_TARGET] = worker.target_address(call.opts.target)
-            if kind == "detached":
-                tags[TAG_PARENT] = self.origin
-            timeout_at = self._deadline(call)
-        elif kind == "sleep":
-            tags = self._tags(call, "global", pid, expected)
-            tags[TAG_TIMER] = "true"
-            tags[TAG_TARGET] = TIMER_TARGET  # a server fires only targeted deadlines
-            at = call.kwargs.get("at")
-            if at is None:
-                at = worker.clock.now_ms() + int(call.kwargs["seconds"] * 1000)
-            timeout_at = min(at, call.ctx._timeout_at)
-        else:
-            tags = self._tags(call, "global", pid, expected)
-            tags[TAG_EXTERNAL] = "true"
-            tags[TAG_TARGET] = TIMER_TARGET  # so that its deadline fires (see TIMER_TARGET)
-            timeout_at = self._deadline(call)
-            data = call.kwargs.get("data")
-            if data is not None:
-                what = f"data of ctx.promise() [{pid}]"
-                param = worker.codec.encode(data, what=what)
-                too_large = worker._too_large(param, what)
-                if too_large is not None:
-                    raise too_large
-        p = await self._create(PromiseCreate(pid, timeout_at, param, tags))
+        p = await self._create(kind.request(self, call, expected))
         self._check(p, expected)
-        if p.state == "pending" and kind in ("sleep", "promise"):
-            await halt_unrun_task(self.worker.send, pid)
-        if p.state == "pending" and kind != "detached":
-            self.pending[pid] = None
+        if p.state == "pending":
+            if kind.unrun:
+                await halt_unrun_task(self.worker.send, pid)
+            if kind.joined:
+                self.pending[pid] = None
         return type_
 
     async def _run_local(self, call: Call[Any], *, spawned: bool = False) -> Any:
         worker = self.worker
         fn = worker.registry.describe(call.fn)
         pid = call.id
-        expected = f"run {fn.name}"
+        expected = f"{RUN.name} {fn.name}"
         cached = self.cache.get(pid)
         if cached is not None and cached.state != "pending":
             self._check(cached, expected)
@@ -674,18 +677,25 @@ class Execution:
                 f"of {MAX_NESTING}: ctx.run of a durable function runs on its caller's stack. "
                 "Use ctx.rpc for deep recursion (each call runs as a task of its own), or turn "
                 f"the recursion into a loop (the call was {pid})")
-        deadline = self._deadline(call)
+        late = False
         if cached is None:
+            deadline = self._deadline(call)
             fn.check_call(call.args, call.kwargs)
-            p = await self._create(PromiseCreate(
-                pid, deadline, Value(), self._tags(call, "local", self.branch, expected)))
+            p = await self._create(RUN.request(self, call, expected, deadline))
             self._check(p, expected)
             if p.state != "pending":
                 return worker.codec.outcome(p, fn.returns, what=f"result of {fn.name} [{pid}]")
             deadline = p.timeout_at
+        else:  # created by an earlier run (before a crash): its recorded deadline still holds
+            self._check(cached, expected)
+            deadline = cached.timeout_at
+            late = deadline <= worker.clock.now_ms()
         what = f"result of ctx.run({fn.name}) [{pid}]"
         started = time.monotonic()
         try:
+            if late:  # resumed past it: not run again (the engine's record says timed out)
+                raise self._timed_out(f"ctx.run({fn.name})", pid, deadline,
+                                      "the task resumed after it, so the step was not run again")
             with step_span(fn.name, pid):
                 # An inline leaf without a timeout of its own runs under its caller's scope
                 # (cut off at the caller's deadline): a cancel scope per step would cost a

@@ -80,6 +80,48 @@ class SortedIds:
             j = 0
 
 
+class Links:
+    """A many-to-many relation of ids, each side indexed: one link of an id is held as the
+    other id itself, more as a set (most promises have one awaiter and most tasks wait on one
+    promise, where a set each would cost ~220 bytes per suspended workflow)."""
+
+    __slots__ = ("_of",)
+
+    def __init__(self) -> None:
+        self._of: dict[str, str | set[str]] = {}
+
+    def add(self, key: str, other: str) -> None:
+        of = self._of
+        found = of.get(key)
+        if found is None:
+            of[key] = other
+        elif isinstance(found, str):
+            if found != other:
+                of[key] = {found, other}
+        else:
+            found.add(other)
+
+    def pop(self, key: str) -> tuple[str, ...] | set[str]:
+        """The ids linked to ``key`` (forgotten here)."""
+        found = self._of.pop(key, None)
+        if found is None:
+            return ()
+        return (found,) if isinstance(found, str) else found
+
+    def discard(self, key: str, other: str) -> None:
+        of = self._of
+        found = of.get(key)
+        if found is None:
+            return
+        if isinstance(found, str):
+            if found == other:
+                del of[key]
+            return
+        found.discard(other)
+        if not found:
+            del of[key]
+
+
 class MemoryStorage:
     """Everything in process memory; gone when the process ends.
 
@@ -90,7 +132,7 @@ class MemoryStorage:
     def __init__(self) -> None:
         self._promises: dict[str, Promise] = {}
         self._promise_ids = SortedIds()
-        self._branches: dict[str, dict[str, None]] = {}
+        self._branches: dict[str, list[str]] = {}  # ids in insertion order (each once)
         self._armed: dict[str, int] = {}
         self._promise_heap: list[tuple[int, str]] = []
         self._tasks: dict[str, TaskRow] = {}
@@ -98,8 +140,8 @@ class MemoryStorage:
         self._task_timer: dict[str, tuple[int, int]] = {}
         self._task_heap: list[tuple[int, str, int]] = []
         self._seq = 0
-        self._callbacks: dict[str, set[str]] = {}
-        self._awaiting: dict[str, set[str]] = {}
+        self._callbacks = Links()  # awaited promise -> awaiting tasks
+        self._awaiting = Links()  # awaiting task -> awaited promises
         self._listeners: dict[str, dict[str, None]] = {}
         self._schedules: dict[str, Schedule] = {}
         self._schedule_ids = SortedIds()
@@ -123,7 +165,7 @@ class MemoryStorage:
         self._promise_ids.add(pid)
         branch = promise.tags.get(TAG_BRANCH)
         if branch is not None:
-            self._branches.setdefault(branch, {})[pid] = None
+            self._branches.setdefault(branch, []).append(pid)  # a new id: not there yet
         if armed and promise.state == "pending":
             self._armed[pid] = promise.timeout_at
             self._wrote(promise.timeout_at)
@@ -219,28 +261,18 @@ class MemoryStorage:
 
     # callbacks ----------------------------------------------------------------------------
     def add_callback(self, awaited: str, awaiter: str) -> None:
-        self._callbacks.setdefault(awaited, set()).add(awaiter)
-        self._awaiting.setdefault(awaiter, set()).add(awaited)
+        self._callbacks.add(awaited, awaiter)
+        self._awaiting.add(awaiter, awaited)
 
     def take_callbacks(self, awaited: str) -> list[str]:
-        awaiters = self._callbacks.pop(awaited, None)
-        if not awaiters:
-            return []
+        awaiters = self._callbacks.pop(awaited)
         for awaiter in awaiters:
-            s = self._awaiting.get(awaiter)
-            if s is not None:
-                s.discard(awaited)
-                if not s:
-                    del self._awaiting[awaiter]
+            self._awaiting.discard(awaiter, awaited)
         return sorted(awaiters)
 
     def drop_callbacks_of(self, awaiter: str) -> None:
-        for awaited in self._awaiting.pop(awaiter, ()):
-            s = self._callbacks.get(awaited)
-            if s is not None:
-                s.discard(awaiter)
-                if not s:
-                    del self._callbacks[awaited]
+        for awaited in self._awaiting.pop(awaiter):
+            self._callbacks.discard(awaited, awaiter)
 
     # listeners ----------------------------------------------------------------------------
     def add_listener(self, promise_id: str, address: str) -> None:

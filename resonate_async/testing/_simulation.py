@@ -28,7 +28,10 @@ After (and during) every run it checks the promises of durable execution:
 * waiting claims stay bounded: a worker has at most ``CLAIMS_PER_TASK`` ``execute`` message
   of one task waiting (for a slot or a back-off) at once, and at most its queue bound in all;
 * a step settled as timed out was settled at or after its deadline, never before;
-* a worker with the wrong key never writes to a task (no fence, suspend or fulfil accepted).
+* a worker with the wrong key never writes to a task (no fence, suspend or fulfil accepted);
+* a root cancelled from outside (``Workflow.cancel_after``) ends canceled with every pending
+  descendant, nothing of it runs or is created after the cancel returned, and its detached
+  work keeps running (see ``_simulation_cancel``).
 
 Scheduling: one event loop runs everything, and the simulator acts only when every other task
 is blocked, so a seed replays the same way on one backend (trio shuffles its run queue, so on
@@ -54,25 +57,16 @@ from anyio.abc import TaskGroup
 from resonate_async._client import Resonate
 from resonate_async._codec import Encryptor
 from resonate_async._context import Context
-from resonate_async._errors import ResonateError, TimedOutError
+from resonate_async._errors import ResonateError
 from resonate_async.engine import Engine
 from resonate_async.protocol import (
     TAG_EXTERNAL,
-    TAG_TARGET,
-    Claim,
-    FenceSettle,
     Promise,
     PromiseSettle,
-    Request,
-    Response,
-    TaskAcquire,
-    TaskFence,
-    TaskFulfill,
-    TaskRelease,
-    TaskState,
-    TaskSuspend,
 )
 from resonate_async.testing._clock import VirtualClock, settle
+from resonate_async.testing._simulation_cancel import RootCancels
+from resonate_async.testing._simulation_checks import Checks
 from resonate_async.testing._simulation_model import (
     SKIP_TAG,
     Faults,
@@ -87,9 +81,6 @@ log = structlog.get_logger("resonate_async.testing")
 # side effects ---------------------------------------------------------------------------------
 _CURRENT: contextvars.ContextVar[_Simulator | None] = contextvars.ContextVar(
     "resonate_async_simulation", default=None)
-# the claim of the execute message the current task handles (see watch_claims)
-_CLAIM: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
-    "resonate_async_simulation_claim", default=None)
 
 
 def side_effect(ctx: Context) -> None:
@@ -98,27 +89,27 @@ def side_effect(ctx: Context) -> None:
     was settled is reported; elsewhere this does nothing."""
     sim = _CURRENT.get()
     if sim is not None:
-        sim.executed(ctx.id)
+        sim.checks.executed(ctx.id)
+        sim.cancels.executed(ctx.id)
 
 
-async def busy(seconds: float) -> None:
+async def busy(seconds: float, ctx: Context | None = None) -> None:
     """Stand for work that takes ``seconds``: under ``simulate`` it takes simulated time (the
-    worker's heartbeats run meanwhile, and can be lost); elsewhere it sleeps for real."""
+    worker's heartbeats run meanwhile, and can be lost); elsewhere it sleeps for real.
+
+    With the ``ctx`` of the step doing the work, ``simulate`` also checks that work of a root
+    cancelled from outside does not finish later than a lease after the cancel returned (the
+    worker running it must notice and stop it), wherever no fault kept it from noticing."""
     sim = _CURRENT.get()
     if sim is not None:
         await sim.clock.sleep(seconds)
+        if ctx is not None:
+            sim.cancels.worked(ctx.id)
     else:
         await anyio.sleep(seconds)
 
 
 # the simulator --------------------------------------------------------------------------------
-_STEP_KINDS = ("crash", "stop", "stall", "engine_restart")
-# A worker's back-off lets it take back a task it gave back after a failure this many times
-# within a second of giving it back (0.1 s doubling: 4); more means a tight loop.
-QUICK_REACQUIRES = 8
-# Claims one worker may have waiting (for a slot or a back-off) for one task: every further
-# ``execute`` message for it is a duplicate, dropped before it queues.
-CLAIMS_PER_TASK = 1
 
 
 class _Simulator:
@@ -135,10 +126,6 @@ class _Simulator:
         self.miskeyed = miskeyed
         self.events: Counter[str] = Counter()
         self.outage_until: dict[str, int] = {}
-        self.peak_claims = 0
-        # (task id, pid) -> [when pid last released it (or -1), quick re-acquires in a row]
-        self.reacquires: dict[tuple[str, str], list[int]] = {}
-        self.reported: set[tuple[str, ...]] = set()
         self.ending = False
         self.workflows = list(workflows)
         self.seed = seed
@@ -162,11 +149,6 @@ class _Simulator:
         self.counts: Counter[str] = Counter()
         self.violations: list[str] = []
         self.seq = 0
-        self.executions: dict[str, list[int]] = {}
-        self.settled_seq: dict[str, int] = {}
-        self.claims: dict[tuple[str, int], str] = {}
-        self.top_version: dict[str, int] = {}
-        self.seen: dict[str, tuple[str, str | None, int | None]] = {}
         self.start_at = {w.id: self.start + self.rng.randint(0, int(fault_window * 500))
                          for w in self.workflows}
         self.started: set[str] = set()
@@ -174,6 +156,8 @@ class _Simulator:
         self.resolve_at: dict[str, int] = {}
         self.steps = 0
         self.tg: TaskGroup | None = None
+        self.checks = Checks(self)
+        self.cancels = RootCancels(self)
 
     # randomness ------------------------------------------------------------------------------
     def faulty(self) -> bool:
@@ -185,166 +169,6 @@ class _Simulator:
             self.counts[kind or rate] += 1
             return True
         return False
-
-    def violation(self, key: tuple[str, ...], text: str) -> None:
-        """Report ``text`` once per ``key`` (a loop would otherwise report itself forever)."""
-        if key not in self.reported:
-            self.reported.add(key)
-            self.violations.append(text)
-
-    # observation -----------------------------------------------------------------------------
-    def executed(self, step_id: str) -> None:
-        self.seq += 1
-        self.executions.setdefault(step_id, []).append(self.seq)
-        settled = self.settled_seq.get(step_id)
-        if settled is not None:
-            self.violations.append(
-                f"step {step_id} executed again after it was settled (execution #"
-                f"{len(self.executions[step_id])})")
-
-    def observe(self, proc: Process, request: Request, response: Response) -> None:
-        self.seq += 1
-        if isinstance(request, TaskAcquire | TaskRelease) and response.status == 200:
-            self.observe_claim(proc, request)
-        if isinstance(request, TaskFence | TaskFulfill | TaskSuspend):
-            if response.status not in (200, 300):
-                return
-            if proc.miskeyed:
-                self.violation(("miskeyed", request.id), (
-                    f"task {request.id}: the engine accepted {request.KIND} from {proc.pid}, "
-                    "a worker with the wrong key (it must give the task back, writing nothing)"))
-            if isinstance(request, TaskFulfill | TaskSuspend):
-                self.reacquires.pop((request.id, proc.pid), None)  # progress: back-off resets
-            key = (request.id, request.version)
-            holder = self.claims.setdefault(key, proc.pid)
-            if holder != proc.pid:
-                self.violations.append(
-                    f"task {request.id} version {request.version}: the engine accepted "
-                    f"{request.KIND} from {proc.pid} while {holder} held that claim")
-            top = self.top_version.get(request.id, 0)
-            if request.version < top:
-                self.violations.append(
-                    f"task {request.id}: the engine accepted {request.KIND} from {proc.pid} "
-                    f"with version {request.version} after version {top} had written")
-            self.top_version[request.id] = max(top, request.version)
-            if (isinstance(request, TaskFence) and isinstance(request.action, FenceSettle)
-                    and response.data.action.head.status == 200):
-                self.settled_seq.setdefault(request.action.data.id, self.seq)
-                self.check_timeout(request.action.data.id)
-
-    def observe_claim(self, proc: Process, request: TaskAcquire | TaskRelease) -> None:
-        """Track re-acquires of a task by the process that just gave it back."""
-        now = self.clock.now_ms()
-        key = (request.id, proc.pid)
-        state = self.reacquires.setdefault(key, [-1, 0])
-        if isinstance(request, TaskRelease):
-            state[0] = now
-            if proc.miskeyed:
-                self.events["miskeyed_released"] += 1
-            return
-        if self.outage_until.get(request.id, 0) > now:
-            self.events["task_outage_acquires"] += 1
-        if state[0] >= 0 and now - state[0] < 1000:
-            state[1] += 1
-            if state[1] > QUICK_REACQUIRES:
-                self.violation(("loop", request.id, proc.pid), (
-                    f"task {request.id}: {proc.pid} took it back within a second of giving it "
-                    f"back {state[1]} times in a row (a tight release/re-acquire loop; "
-                    "repeated failures must back off)"))
-        else:
-            state[1] = 0
-        state[0] = -1
-
-    def check_timeout(self, promise_id: str) -> None:
-        """A step settled as timed out must have reached its deadline first."""
-        p = self.network.engine.storage.get_promise(promise_id)
-        if p is None or p.state not in ("rejected", "rejected_timedout"):
-            return
-        if p.state == "rejected":
-            try:
-                self.app.codec.outcome(p, what=promise_id)
-            except TimedOutError as exc:
-                # only the SDK's own cut-off at this step's deadline (user code may raise or
-                # pass on a TimedOutError of something else whenever it likes)
-                if f"[{promise_id}] did not finish before its deadline" not in str(exc):
-                    return
-            except BaseException:  # any other rejection is not a timeout
-                return
-            else:
-                return
-        if p.settled_at is not None and p.settled_at < p.timeout_at:
-            self.violations.append(
-                f"step {promise_id} was settled as timed out at {p.settled_at}, "
-                f"{p.timeout_at - p.settled_at} ms before its deadline {p.timeout_at}")
-        else:
-            self.events["steps_timed_out"] += 1
-
-    def watch_claims(self, proc: Process, app: Resonate) -> None:
-        """Count the claims ``proc``'s worker has waiting (an ``execute`` message in hand, its
-        task not yet acquired: waiting for a slot or a back-off), per task and in all."""
-        worker = app.worker
-        on_execute, run_claim = worker.on_execute, worker.run_claim
-        waiting = proc.waiting
-
-        def done_waiting(task_id: str) -> None:
-            waiting[task_id] -= 1
-            if not waiting[task_id]:
-                del waiting[task_id]
-
-        async def counted_on_execute(task_id: str, version: int) -> None:
-            waiting[task_id] += 1
-            mine = [task_id]  # emptied once this message's claim runs
-            _CLAIM.set(mine)  # this task's own context (the worker starts one per message)
-            try:
-                await on_execute(task_id, version)
-            finally:
-                if mine:
-                    done_waiting(task_id)
-
-        async def counted_run_claim(claim: Claim) -> None:
-            mine = _CLAIM.get()
-            if mine and mine[0] == claim.task.id:
-                mine.clear()
-                done_waiting(claim.task.id)
-            await run_claim(claim)
-
-        worker.on_execute = counted_on_execute  # type: ignore[method-assign]
-        worker.run_claim = counted_run_claim  # type: ignore[method-assign]
-
-    def check_claims(self) -> None:
-        """Once every task is blocked (a duplicate the worker drops has returned by then),
-        no worker has more than ``CLAIMS_PER_TASK`` claim of one task waiting, nor more
-        waiting claims than its queue bound."""
-        for proc in self.alive():
-            waiting = proc.waiting
-            for task_id, n in waiting.items():
-                self.peak_claims = max(self.peak_claims, n)
-                if n > CLAIMS_PER_TASK:
-                    self.violation(("claims", proc.pid, task_id), (
-                        f"task {task_id}: {proc.pid} had {n} execute messages for it waiting "
-                        f"at once (at most {CLAIMS_PER_TASK}: duplicates must be dropped before "
-                        "they wait for a slot)"))
-            bound = getattr(proc.app.worker, "max_queued", 256) if proc.app else 256
-            if waiting.total() > bound:
-                self.violation(("claims", proc.pid), (
-                    f"{proc.pid} had {waiting.total()} execute messages waiting at once, over "
-                    f"its bound of {bound} (waiting messages must be bounded)"))
-
-    def check_settled(self) -> None:
-        """A settled promise never changes, nor disappears."""
-        if self.engine_down:
-            return
-        storage = self.network.engine.storage
-        found = {p.id: p for p in storage.search_promises(None, None, None, 1 << 30)}
-        for pid, before in self.seen.items():
-            p = found.get(pid)
-            now = None if p is None else (p.state, p.value.data, p.settled_at)
-            if now != before:
-                self.violations.append(f"settled promise {pid} changed: {before} -> {now}")
-                self.seen[pid] = now  # type: ignore[assignment]
-        for pid, p in found.items():
-            if p.state != "pending" and pid not in self.seen:
-                self.seen[pid] = (p.state, p.value.data, p.settled_at)
 
     # processes -------------------------------------------------------------------------------
     def alive(self) -> list[Process]:
@@ -367,7 +191,7 @@ class _Simulator:
             codec = copy.copy(self.app.codec)
             codec.encryptor = self.miskeyed
             app.codec = app.worker.codec = codec
-        self.watch_claims(proc, app)
+        self.checks.watch_claims(proc, app)
         proc.port, proc.app = port, app
         started = False
         with anyio.CancelScope() as scope:
@@ -425,7 +249,7 @@ class _Simulator:
     def reopen_engine(self) -> None:
         self.network.engine = Engine.sqlite(str(self.path), retry_timeout=self.retry_ms)
         self.engine_down = False
-        self.check_settled()
+        self.checks.check_settled()
 
     # roots and external promises --------------------------------------------------------------
     async def start_root(self, wf: Workflow) -> None:
@@ -446,6 +270,7 @@ class _Simulator:
                 self.start_at[wf.id] = self.clock.now_ms() + 1000
                 return
             self.started.add(wf.id)
+            self.cancels.started(wf.id, wf.cancel_after)
         finally:
             self.starting.discard(wf.id)
 
@@ -513,6 +338,7 @@ class _Simulator:
         candidates += [at for wid, at in self.start_at.items()
                        if wid not in self.started and wid not in self.starting]
         candidates += list(self.resolve_at.values())
+        candidates += self.cancels.next_times()
         candidates += list(self.restart_at.values())
         candidates += [p.port.stalled_until for p in self.slots
                        if p.port is not None and p.port.stalled_until > 0]
@@ -580,8 +406,8 @@ class _Simulator:
             if self.engine_down:
                 await clock.advance((self.engine_up_at - now) / 1000)
                 continue
-            self.check_settled()
-            self.check_claims()
+            self.checks.check_settled()
+            self.checks.check_claims()
             if self.done() or now >= self.deadline:
                 return
             assert self.tg is not None
@@ -589,6 +415,7 @@ class _Simulator:
                 if (wf.id not in self.started and wf.id not in self.starting
                         and self.start_at[wf.id] <= now):
                     self.tg.start_soon(self.start_root, wf)
+            self.cancels.send_due()
             self.resolve_externals()
             self.network.tick()
             if self.faulty():
@@ -601,23 +428,6 @@ class _Simulator:
             if any(m.not_before <= now for m in self.inflight):
                 continue
             await clock.advance((self.next_event() - now) / 1000)
-
-    def liveness(self) -> None:
-        storage = self.network.engine.storage
-        for wf in self.workflows:
-            p = storage.get_promise(wf.id)
-            if wf.id not in self.started:
-                self.violations.append(f"root {wf.id} could not be started before the deadline")
-            elif p is None or p.state == "pending":
-                self.violations.append(f"root {wf.id} is still pending at the deadline")
-        states: tuple[TaskState, ...] = ("pending", "acquired", "suspended")
-        for state in states:
-            for row in storage.search_tasks(state, None, 1 << 30):
-                p = storage.get_promise(row.id)
-                if p is not None and p.tags.get(TAG_TARGET) is not None:
-                    self.violations.append(
-                        f"task {row.id} is still {state} (version {row.version}) at the "
-                        "deadline: an execution waits forever")
 
     async def run(self) -> SimulationReport:
         token = _CURRENT.set(self)
@@ -639,8 +449,9 @@ class _Simulator:
             _CURRENT.reset(token)
         if self.engine_down:
             self.reopen_engine()
-        self.check_settled()
-        self.liveness()
+        self.checks.check_settled()
+        self.checks.liveness()
+        self.cancels.finish()
         storage = self.network.engine.storage
         outcomes = {}
         for wf in self.workflows:
@@ -650,7 +461,8 @@ class _Simulator:
         return SimulationReport(
             self.seed, outcomes, self.counts, self.violations, self.steps,
             (self.clock.now_ms() - self.start) / 1000,
-            sum(len(v) for v in self.executions.values()), self.events, self.peak_claims)
+            sum(len(v) for v in self.checks.executions.values()), self.events,
+            self.checks.peak_claims)
 
 
 def _outcome(p: Promise | None) -> str:
@@ -702,6 +514,12 @@ async def simulate(
     if miskeyed is not None and workers < 2:
         raise ValueError(f"simulate: miskeyed needs workers >= 2 (one runs with the wrong key, "
                          f"the others do the work), got workers={workers}")
+    for w in workflows:
+        after = w.cancel_after
+        if after is not None and (isinstance(after, bool) or not isinstance(after, int | float)
+                                  or not after >= 0):
+            raise ValueError(f"simulate: workflow {w.id!r} has cancel_after={after!r}; give "
+                             "the simulated seconds after its start as a number >= 0, or None")
     if concurrency is not None and (isinstance(concurrency, bool)
                                     or not isinstance(concurrency, int) or concurrency < 1):
         raise ValueError(f"simulate: concurrency must be an int >= 1, got {concurrency!r}")

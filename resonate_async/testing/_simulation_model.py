@@ -54,12 +54,20 @@ class Faults:
 @dataclass(frozen=True)
 class Workflow:
     """A root execution to run: ``fn(*args)`` as ``id``, started with ``run`` on a worker or
-    with ``rpc`` (any worker claims it)."""
+    with ``rpc`` (any worker claims it).
+
+    With ``cancel_after``, the simulator cancels the root from outside that many simulated
+    seconds after it started (``resonate.promises.cancel(id)`` from a worker's client, sent
+    again a second later while faults make it fail), and checks that the root and its pending
+    descendants end canceled, that nothing of it runs after the cancel returned, and that its
+    detached work keeps running. Give it work that does not end on its own before then, so
+    that the outcome (``rejected_canceled``) does not depend on timing."""
 
     id: str
     fn: Callable[..., Any] | str
     args: tuple[Any, ...] = ()
     via: Literal["run", "rpc"] = "run"
+    cancel_after: float | None = None
 
 
 @dataclass

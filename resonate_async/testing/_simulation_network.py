@@ -136,7 +136,7 @@ class Port:
                     f"the simulated server refused a request body over its limit of {limit} "
                     "bytes as too large (HTTP 413)", kind=request.KIND)
         response = await sim.network.send(request)
-        sim.observe(proc, request, response)
+        sim.checks.observe(proc, request, response)
         if faulty:
             if sim.roll("fail_after"):
                 raise TransportError(f"simulated: the answer to {request.KIND} was lost")

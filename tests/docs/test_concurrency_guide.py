@@ -6,8 +6,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import anyio
+import pytest
 
-from resonate_async import CanceledError, Constant, Context, Resonate
+from resonate_async import CanceledError, Constant, Context, NotFoundError, Resonate
 
 RATES = {"EUR": 1.08}
 
@@ -112,3 +113,46 @@ async def test_a_spawned_child_can_be_cancelled(resonate: Resonate) -> None:
 
     with anyio.fail_after(10):
         assert await (await resonate.run("checkout-9", checkout, "o9")) == "mail canceled"
+
+
+async def test_cancelling_an_execution_cancels_its_descendants_not_its_detached_work(
+        resonate: Resonate) -> None:
+    reports: list[str] = []
+
+    @resonate.register
+    def send_report(month: str) -> None:
+        reports.append(month)
+
+    @resonate.register
+    async def report_later(ctx: Context, month: str) -> None:
+        await ctx.sleep(timedelta(hours=1))
+        await ctx.run(send_report, month)
+
+    @resonate.register
+    async def collect_rows(ctx: Context, month: str) -> list[str]:
+        return list(await ctx.promise(timeout=timedelta(days=1)))   # a slow source
+
+    @resonate.register
+    async def export(ctx: Context, month: str) -> str:
+        await ctx.detached(report_later, month)         # not a descendant: keeps running
+        rows = await ctx.rpc(collect_rows, month)       # cancelled with the export
+        return f"{len(rows)} rows"
+
+    handle = await resonate.run("export-march", export, "march")
+    with anyio.fail_after(10):
+        while True:   # until the slow source waits
+            try:
+                await resonate.promises.get("export-march:2.1")
+                break
+            except NotFoundError:
+                await anyio.sleep(0.01)
+    await resonate.promises.cancel("export-march")   # and collect_rows, and its promise
+    with pytest.raises(CanceledError):
+        await handle
+    for below in ("export-march:2", "export-march:2.1"):
+        assert (await resonate.promises.get(below)).state == "rejected_canceled"
+    detached = [p.id async for p in resonate.promises.search(
+        tags={"resonate:origin": "export-march"}) if p.id.startswith("export-march:d")]
+    with anyio.fail_after(10):
+        await (await resonate.get(detached[0]))   # an hour passes: the report goes out
+    assert reports == ["march"]

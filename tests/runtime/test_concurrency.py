@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 import anyio
 import pytest
-import structlog.testing
 
 from resonate_async import (
     CanceledError,
@@ -20,7 +18,6 @@ from resonate_async import (
     NotFoundError,
     RegistrationError,
     Resonate,
-    configure_logging,
 )
 from resonate_async.testing import check_replay
 
@@ -664,44 +661,3 @@ async def test_the_worker_stops_a_cancelled_execution_within_a_heartbeat(
             await handle
         assert (await resonate.promises.get(f"{root}:1")).state == "rejected_canceled"
     assert after == []
-
-
-async def test_an_anyio_race_that_leaves_a_child_pending_says_why_the_function_waits(
-        resonate: Resonate, uid: Callable[[str], str]) -> None:
-    @resonate.register
-    async def expense(ctx: Context) -> str:
-        approval = await ctx.promise(timeout=timedelta(hours=1)).spawn()
-        reminder = await ctx.sleep(0.05).spawn()
-        async with anyio.create_task_group() as tg:  # the wrong way: not durable
-            async def wait(handle: object) -> None:
-                await handle  # type: ignore[misc]
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(wait, approval)
-            tg.start_soon(wait, reminder)
-        return "returned"
-
-    root = uid("anyio-race")
-    configure_logging("INFO")
-    try:
-        with structlog.testing.capture_logs() as logs:
-            await _run_wrong_race(resonate, root, expense, logs)
-    finally:
-        configure_logging("WARNING")
-        structlog.reset_defaults()
-    joins = [e for e in logs if e["event"] == "execution_joins_children"]
-    assert joins[0]["waiting"] == [f"{root}:1"]
-    assert "handle.cancel()" in joins[0]["hint"]
-
-
-async def _run_wrong_race(resonate: Resonate, root: str, expense: Callable[..., object],
-                          logs: list[Any]) -> None:
-    async with resonate:
-        handle = await resonate.run(root, expense)
-        with anyio.fail_after(20):
-            while not any(e["event"] == "execution_joins_children" for e in logs):
-                await anyio.sleep(0.01)
-        assert not await handle.done()  # it waits for the approval it no longer needs
-        await resonate.promises.resolve(f"{root}:1", "late")
-        with anyio.fail_after(20):
-            assert await handle == "returned"

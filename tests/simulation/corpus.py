@@ -10,7 +10,7 @@ import hashlib
 import random
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 
@@ -205,7 +205,7 @@ def build_app(encryptor: KeyedCipher | None = None) -> Resonate:
     @app.register
     async def slow_step(ctx: Context, seconds: int) -> str:
         side_effect(ctx)
-        await busy(seconds)  # longer than the lease: only heartbeats keep the task
+        await busy(seconds, ctx)  # longer than the lease: only heartbeats keep the task
         return f"slow{seconds}"
 
     @app.register
@@ -314,12 +314,25 @@ def build_app(encryptor: KeyedCipher | None = None) -> Resonate:
         out.append(await ctx.run(step, "after-cancel", seconds))
         return out
 
+    @app.register
+    async def canceled(ctx: Context, seconds: int) -> str:
+        """Cancelled from outside (its workflow's ``cancel_after``) while it works: it never
+        ends on its own, so every run ends ``rejected_canceled``. Its rpc child holds a timer
+        and a promise (descendants to cancel), its detached work must keep running, and slow
+        steps run one after another until the cancel stops them."""
+        await ctx.detached(detached_child, seconds)
+        await ctx.rpc(holds, seconds).spawn()
+        await ctx.sleep(timedelta(days=1)).spawn()
+        for _ in range(1000):  # far more simulated time than any run has
+            await ctx.run(slow_step, seconds)
+        return "not canceled?"
+
     return app
 
 
 KINDS = ["local_chain", "rpc_chain", "fan_out", "sleeper", "approval", "approval_times_out",
          "errors_caught", "errors_uncaught", "detaches", "nested", "slow", "poison",
-         "deadline_step", "oversized", "races", "cancels"]
+         "deadline_step", "oversized", "races", "cancels", "canceled"]
 
 
 def workload(seed: int, count: int = 6) -> list[Workflow]:
@@ -347,9 +360,14 @@ def workload(seed: int, count: int = 6) -> list[Workflow]:
             args = (rng.choice(["step", "root"]),)
         elif kind in ("races", "cancels"):
             args = (rng.randint(1, 20),)
+        elif kind == "canceled":
+            args = (rng.randint(2, 12),)
         else:
             args = ()
-        out.append(Workflow(f"{kind}-{i}", kind, args, via="rpc" if rng.random() < 0.3 else "run"))
+        via: Literal["run", "rpc"] = "rpc" if rng.random() < 0.3 else "run"
+        # the root is cancelled from outside mid-run (its steps run one after another)
+        after = rng.randint(1, 60) if kind == "canceled" else None
+        out.append(Workflow(f"{kind}-{i}", kind, args, via=via, cancel_after=after))
     return out
 
 
