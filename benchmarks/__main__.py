@@ -1,4 +1,4 @@
-"""``python -m benchmarks [names...] [--mode memory|sqlite|http] [--quick]``."""
+"""``python -m benchmarks [names...] [--mode memory|sqlite|http|postgres] [--quick]``."""
 
 from benchmarks._runner import main
 

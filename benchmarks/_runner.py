@@ -23,14 +23,17 @@ import anyio
 
 from benchmarks._devserver import counting_proxy, dev_server, raw_server
 from benchmarks._http_workloads import HTTP_WORKLOADS
-from benchmarks._modes import MODES, connector, quiet_logs
+from benchmarks._modes import MODES, POSTGRES_ENV, connector, postgres, quiet_logs
+from benchmarks._scaling import bench_scaling
 from benchmarks._targets import curve, summary
 from benchmarks._workloads import QUICK, WORKLOADS, Figure, Sizes
 
-ALL_WORKLOADS = {**WORKLOADS, **HTTP_WORKLOADS}
+POSTGRES_WORKLOADS = {"scaling": bench_scaling}
+ALL_WORKLOADS = {**WORKLOADS, **HTTP_WORKLOADS, **POSTGRES_WORKLOADS}
 NAMES = (*ALL_WORKLOADS, "memory")
-# the workloads that measure nothing outside the HTTP mode
+# the workloads that measure nothing outside the HTTP mode, and outside the postgres mode
 HTTP_ONLY = frozenset(HTTP_WORKLOADS)
+POSTGRES_ONLY = frozenset(POSTGRES_WORKLOADS)
 PEERS_DIR = Path(__file__).parent / "peers"
 # peer name -> (script, environment variable naming its interpreter)
 PEERS = {
@@ -87,8 +90,11 @@ def _peer_process(peer: str, cmd: list[str]) -> list[tuple[str, float, str, str]
 
 
 def run_peers(pythons: dict[str, str], names: list[str], sizes: Sizes, quick: bool,
-              url: str | None) -> dict[str, dict[str, float]]:
+              url: str | None, postgres_url: str | None = None) -> dict[str, dict[str, float]]:
     """Run each peer's script in its interpreter; ``{figure name: {peer tag: value}}``.
+
+    With ``postgres_url`` (the postgres mode's server) DBOS also runs with its system
+    database on that server (``dbos.postgres``), next to its SQLite run.
 
     Over HTTP the official SDK also measures its client's CPU per round trip (``rtt``, against
     the dev server and a trivial server) and, through a counting proxy, its ``POST /``
@@ -105,6 +111,8 @@ def run_peers(pythons: dict[str, str], names: list[str], sizes: Sizes, quick: bo
                          f"--roots={sizes.roots}", f"--rpc={sizes.seq_rpc[0]}",
                          f"--reps={sizes.reps}", f"--rtt={sizes.rtt}"]
             runs: list[list[str]] = [[]] if peer != "resonate-sdk" else [["--mode=local"]]
+            if peer == "dbos" and postgres_url is not None:
+                runs.append([f"--postgres={postgres_url}"])
             if peer == "resonate-sdk" and url is not None:
                 runs.append(["--mode=http", f"--url={url}",
                              *([f"--raw-url={raw_url}"] if raw_url else [])])
@@ -166,14 +174,18 @@ def report(figure: Figure, mode: str, peers: dict[str, dict[str, float]]) -> Non
     print(line, flush=True)
 
 
-def run_memory(mode: str, url: str | None, quick: bool) -> list[Figure]:
+def run_memory(mode: str, url: str | None, quick: bool,
+               postgres_url: str | None = None) -> list[Figure]:
     cmd = [sys.executable, "-m", "benchmarks._memory", f"--mode={mode}"]
     if url is not None:
         cmd.append(f"--url={url}")
     if quick:
         cmd.append("--quick")
+    env = dict(os.environ)
+    if postgres_url is not None:  # the run's server, not one more of its own
+        env[POSTGRES_ENV] = postgres_url
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PEER_TIMEOUT,
-                          cwd=Path(__file__).parent.parent)
+                          cwd=Path(__file__).parent.parent, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"memory benchmark ({mode}) failed:\n{proc.stderr}")
     figures = []
@@ -187,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("names", nargs="*", help=f"workloads (default all): {', '.join(NAMES)}")
     parser.add_argument("--mode", action="append", choices=MODES,
-                        help="memory, sqlite or http (repeatable; default all three)")
+                        help="memory, sqlite, http or postgres (repeatable; default all)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition")
     parser.add_argument("--reps", type=int, default=None, help="repetitions (median)")
     parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
@@ -216,19 +228,23 @@ def main(argv: list[str] | None = None) -> None:
           f"{', quick' if args.quick else ''}", flush=True)
     with ExitStack() as stack:
         url = stack.enter_context(dev_server()) if "http" in modes else None
+        # one PostgreSQL server for the run: the postgres mode and DBOS on PostgreSQL share it
+        pg_url = stack.enter_context(postgres()) if "postgres" in modes else None
         shared = [n for n in names if n in ("seq_steps", "fanout", "roots", "seq_rpc", "rtt")]
-        peers = run_peers(pythons, shared, sizes, args.quick, url) if shared else {}
+        peers = run_peers(pythons, shared, sizes, args.quick, url, pg_url) if shared else {}
         measured: dict[str, float] = {}
         failed: list[str] = []
         for mode in modes:
-            with connector(mode, url) as connect:
+            with connector(mode, url, pg_url) as connect:
                 for name in names:
                     if name in HTTP_ONLY and mode != "http":
+                        continue
+                    if name in POSTGRES_ONLY and mode != "postgres":
                         continue
                     started = time.perf_counter()
                     try:
                         if name == "memory":
-                            figures = run_memory(mode, url, args.quick)
+                            figures = run_memory(mode, url, args.quick, pg_url)
                         else:
                             figures = anyio.run(ALL_WORKLOADS[name], connect, sizes,
                                                 backend=args.backend)
@@ -246,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     if points:
         print("# roots@http by requests in flight: "
               + ", ".join(f"{k}: {v:.0f}/s" for k, v in points), flush=True)
-    print("# targets (issue 13)", flush=True)
+    print("# targets (issues 13 and 12)", flush=True)
     for row in summary(measured, peers):
         print(f"# {row}", flush=True)
     if failed:

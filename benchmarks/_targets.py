@@ -1,4 +1,4 @@
-"""The targets of issue 13, and the summary table the runner prints at the end of a run.
+"""The targets of issues 13 and 12, and the summary table the runner prints at the end of a run.
 
 A target names one figure (``name@mode``) and a bound, or a ratio to a peer's figure of the
 same name from the same run, or a shape (the roots@http curve rises until it saturates).
@@ -71,6 +71,12 @@ TARGETS = (
            "us/N"),
     Target("RSS per suspended workflow (10,000)", "memory.suspended_each@memory", "<=", 4, "KB"),
     Target("SQLite seq_steps", "seq_steps@sqlite", ">=", 8000, "steps/s"),
+    # issue 12: PostgreSQL, DBOS on the same server as the peer
+    Target("PostgreSQL seq_steps, one workflow", "seq_steps@postgres", ">=", 1500, "steps/s"),
+    Target("PostgreSQL seq_steps vs DBOS on the same PostgreSQL", "seq_steps@postgres", ">=",
+           2, "x", peer="dbos.postgres"),
+    Target("PostgreSQL roots vs DBOS on the same PostgreSQL", "roots@postgres", ">=", 2, "x",
+           peer="dbos.postgres"),
 )
 
 

@@ -46,12 +46,14 @@ class Sizes:
     inflight_roots: int = 256  # roots per point of that curve
     counted_roots: int = 50  # roots of the counting run (requests per root)
     full_steps: tuple[int, ...] = (250, 500, 1000)  # seq_steps against full preloads
+    scaling_workers: tuple[int, ...] = (1, 2, 4)  # worker processes of the scaling curve
+    scaling_roots: int = 500  # roots per point of that curve
     reps: int = 3
 
 
 QUICK = Sizes(seq_steps=20, fanout=20, seq_rpc=(3, 5), roots=10, replay=50, replay_http=50,
               suspended=20, rtt=20, inflight=(1, 4), inflight_roots=8, counted_roots=4,
-              full_steps=(5, 10), reps=1)
+              full_steps=(5, 10), scaling_workers=(1, 2), scaling_roots=8, reps=1)
 
 
 # the functions under test --------------------------------------------------------------------

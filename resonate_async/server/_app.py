@@ -17,30 +17,42 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote
 
 import anyio
 import msgspec
 import structlog
 from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from resonate_async._clock import Clock, SystemClock
 from resonate_async._token import token_problem
 from resonate_async.engine import Engine
 from resonate_async.engine._timers import EngineTimers
-from resonate_async.protocol import Envelope, Response, encode_response, parse_envelope
+from resonate_async.protocol import (
+    Envelope,
+    Message,
+    Response,
+    encode,
+    encode_response,
+    parse_envelope,
+)
 from resonate_async.server._compat import handle_split, split_heartbeat
 from resonate_async.server._hub import MAX_CONNECTIONS, Connection, Hub
 from resonate_async.server._ui import WebView
 
+if TYPE_CHECKING:
+    from resonate_async.transport._postgres import PostgresTransport
+
 log = structlog.get_logger("resonate_async.server")
 
 Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+AsgiMessage = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[AsgiMessage]]
+Send = Callable[[AsgiMessage], Awaitable[None]]
 
 MAX_BODY: Final = 2 * 1024 * 1024
 _LEGACY: Final = ("promises", "tasks", "schedules")
@@ -74,11 +86,19 @@ class DevApp:
     (every ``task.fence`` answer carries the full preload) and a heartbeat spanning several
     origins is refused (``400``) instead of split; tests run clients against it so that
     reliance on an extension fails.
+
+    ``shared``: a ``PostgresTransport`` whose database other processes share (other dev
+    servers, Postgres-mode workers and clients). Then ``POST /`` runs on its pool of engines
+    (in worker threads), each event stream is a subscription of it (its group's anycast work
+    is shared with every other process on the database, its unicast messages come to it
+    wherever they were written), and its timers run the clock work; ``engine`` (on the same
+    database) serves only the web view and ``/ready``. The app enters and leaves ``shared``.
     """
 
     def __init__(self, engine: Engine, *, clock: Clock | None = None,
                  max_body: int = MAX_BODY, max_connections: int = MAX_CONNECTIONS,
-                 token: str | None = None, extensions: bool = True) -> None:
+                 token: str | None = None, extensions: bool = True,
+                 shared: PostgresTransport | None = None) -> None:
         problem = token_problem(token) if token is not None else None
         if problem is not None:
             raise ValueError(f"DevApp(token=...): {problem}")
@@ -88,6 +108,8 @@ class DevApp:
         self.max_body = max_body
         self.hub = Hub(max_connections)
         self._tg: TaskGroup | None = None
+        self._shared = shared
+        self._stack = AsyncExitStack()
         self._timers = EngineTimers(engine, self.clock, self.hub.deliver, raw=True)
         self._closed = False
         self.extensions = extensions
@@ -96,9 +118,12 @@ class DevApp:
                           authorized=lambda scope: self._holds_token(_bearer(scope)))
 
     async def __aenter__(self) -> DevApp:
+        if self._shared is not None:
+            await self._stack.enter_async_context(self._shared)  # its timers run the clock
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
-        self._tg.start_soon(self._timers.run)
+        if self._shared is None:
+            self._tg.start_soon(self._timers.run)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
@@ -108,6 +133,7 @@ class DevApp:
         if tg is not None:
             tg.cancel_scope.cancel()
             await tg.__aexit__(None, None, None)
+        await self._stack.aclose()
 
     def close(self) -> None:
         """End every poll stream and refuse new ones (idempotent)."""
@@ -167,6 +193,10 @@ class DevApp:
             if refusal is not None:
                 await _respond(send, 401, refusal, _JSON)
                 return
+        if self._shared is not None:
+            answer = await self._shared_handle(self._shared, scope, body)
+            await _respond(send, _status(answer), answer, _JSON)
+            return
         now = self.clock.now_ms()
         parts = split_heartbeat(body) if self.extensions else None
         if parts is None:
@@ -175,11 +205,21 @@ class DevApp:
         else:
             answer = handle_split(parts, lambda part: self.engine.handle(part, now))
         self._after_write()
-        try:
-            status = _answer_decoder.decode(answer).head.status
-        except msgspec.DecodeError:  # the engine always answers an envelope; be safe anyway
-            status = 500
-        await _respond(send, status, answer, _JSON)
+        await _respond(send, _status(answer), answer, _JSON)
+
+    async def _shared_handle(self, shared: PostgresTransport, scope: Scope,
+                             body: bytes) -> bytes:
+        clock, extensions = self.clock, self.extensions
+        preload = not extensions or _wants_fence_preload(scope)
+        parts = split_heartbeat(body) if extensions else None
+
+        def handle(engine: Engine) -> bytes:
+            now = clock.now_ms()
+            if parts is None:
+                return engine.handle(body, now, fence_preload=preload)
+            return handle_split(parts, lambda part: engine.handle(part, now))
+
+        return await shared.call(handle)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
         for name, value in scope["headers"]:
@@ -225,6 +265,8 @@ class DevApp:
         return token is None or (given is not None and hmac.compare_digest(given, token))
 
     def _after_write(self) -> None:
+        if self._shared is not None:
+            return  # the shared transport claims what was written (it was notified)
         self.hub.deliver(self.engine.drain())
         self._timers.poke()
 
@@ -249,18 +291,24 @@ class DevApp:
         if conn is None:
             await _respond(send, 503, b"Poll registration at capacity", _TEXT)
             return
-        # Messages queued while nobody listened (e.g. work released at start-up) go out now.
-        self.hub.deliver(self.engine.drain())
+        shared = self._shared
+        if shared is None:
+            # Messages queued while nobody listened (e.g. work released at start-up) go now.
+            self.hub.deliver(self.engine.drain())
         try:
             await send({"type": "http.response.start", "status": 200, "headers": _SSE})
             await send({"type": "http.response.body", "body": b"", "more_body": True})
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
+                if shared is not None:  # rows waiting for it are claimed at once
+                    tg.start_soon(_forward, shared.subscribe(group, conn_id), conn)
                 await _stream(conn, send)
                 tg.cancel_scope.cancel()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             self.hub.deregister(conn)
+            if shared is not None and not self.hub.holds(group, conn_id):
+                shared.unsubscribe(group, conn_id)  # not replaced by a newer stream
 
 
 
@@ -272,6 +320,28 @@ def _bearer(scope: Scope) -> bytes | None:
             scheme, _, token = bytes(value).partition(b" ")
             return token if scheme == b"Bearer" and token else None
     return None
+
+
+async def _forward(messages: MemoryObjectReceiveStream[Message], conn: Connection) -> None:
+    """Hand a shared transport's messages for one stream to it (dropped when its buffer is
+    full, as the hub drops them: the retry timeout and re-registered listeners cover it)."""
+    async with messages:
+        async for message in messages:
+            try:
+                conn.send.send_nowait(encode(message))
+            except anyio.WouldBlock:
+                log.warning("message_dropped", reason="buffer_full", group=conn.group,
+                            conn_id=conn.id)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return
+
+
+def _status(answer: bytes) -> int:
+    """The HTTP status of an answer envelope (its ``head.status``)."""
+    try:
+        return _answer_decoder.decode(answer).head.status
+    except msgspec.DecodeError:  # the engine always answers an envelope; be safe anyway
+        return 500
 
 
 async def _stream(conn: Connection, send: Send) -> None:

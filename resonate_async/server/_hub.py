@@ -71,6 +71,10 @@ class Hub:
         log.debug("poll_registered", group=group, conn_id=conn_id)
         return conn
 
+    def holds(self, group: str, conn_id: str) -> bool:
+        """Whether a stream for ``conn_id`` in ``group`` is open."""
+        return any(c.id == conn_id for c in self._groups.get(group, ()))
+
     def deregister(self, conn: Connection) -> None:
         conns = self._groups.get(conn.group)
         if conns is not None and conn in conns:

@@ -13,12 +13,15 @@ import structlog
 
 from resonate_async._clock import Clock, SystemClock
 from resonate_async._errors import ResonateError
+from resonate_async._redact import redact
 from resonate_async._token import token_problem
 from resonate_async.engine import DEFAULT_RETRY_TIMEOUT, Engine
 from resonate_async.server._app import DevApp
 
 if TYPE_CHECKING:
     import uvicorn
+
+    from resonate_async.transport._postgres import PostgresTransport
 
 log = structlog.get_logger("resonate_async.server")
 
@@ -40,15 +43,19 @@ def _uvicorn() -> Any:
 class DevServer:
     """The embedded engine behind the Resonate HTTP API, on ``host:port``.
 
-    ``db`` is a SQLite file that keeps the state across restarts (``None``: in memory). When
-    an existing file is reopened, the tasks its previous run had leased out are released, so
-    work held by workers that are gone is dispatched again. ``port=0`` picks a free port;
-    ``url`` tells which once ``serve`` has bound it. ``retry_timeout`` (seconds) is how long a
-    pending task waits for an acquire before its ``execute`` is sent again (the Resonate
-    server's ``tasks.retry_timeout``). ``token``: a secret every request and event stream
-    must carry (``401`` otherwise; see ``DevApp``); without one, anyone who reaches the port
-    can read and settle every promise, so binding an address other than loopback without a
-    token logs a warning (``unprotected`` tells). ``extensions=False``: behave as the
+    ``db`` is a SQLite file that keeps the state across restarts (``None``: in memory). When an
+    existing file is reopened, the tasks its previous run had leased out are released, so work
+    held by workers that are gone is dispatched again. A ``postgresql://`` URL (extra
+    ``postgres``) serves the engine in that database instead: several dev servers may serve one
+    database at once (behind a load balancer), next to processes that use it directly
+    (``Resonate(url="postgresql://...")``); no lease is released at start (other processes hold
+    live ones), and ``retry_timeout`` should be the same in every process on it. ``port=0``
+    picks a free port; ``url`` tells which once ``serve`` has bound it. ``retry_timeout``
+    (seconds) is how long a pending task waits for an acquire before its ``execute`` is sent
+    again (the Resonate server's ``tasks.retry_timeout``). ``token``: a secret every request and
+    event stream must carry (``401`` otherwise; see ``DevApp``); without one, anyone who reaches
+    the port can read and settle every promise, so binding an address other than loopback
+    without a token logs a warning (``unprotected`` tells). ``extensions=False``: behave as the
     Resonate server where the dev server otherwise helps clients (see ``DevApp``). For
     development and tests only: production deployments use the Resonate server.
     """
@@ -69,6 +76,7 @@ class DevServer:
         self.host = host
         self.port = port
         self.db = db
+        self.shown_db = redact(db) if db is not None else ":memory:"
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.log_level = log_level
         self.retry_timeout_ms = max(1, round(retry_timeout * 1000))
@@ -93,9 +101,9 @@ class DevServer:
             self.unprotected = self.token is None and not _is_loopback(str(bound_host))
             if self.unprotected:
                 log.warning("dev_server_unprotected", url=self.url, detail=UNPROTECTED)
-            engine = self._open_engine()
+            engine, shared = self._open_engine()
             try:
-                await self._run(uvicorn_mod, sock, engine, ready)
+                await self._run(uvicorn_mod, sock, engine, shared, ready)
             finally:
                 engine.close()
         finally:
@@ -129,9 +137,11 @@ class DevServer:
             ) from None
         return sock
 
-    def _open_engine(self) -> Engine:
+    def _open_engine(self) -> tuple[Engine, PostgresTransport | None]:
         if self.db is None:
-            return Engine.memory(server_url=self.url, retry_timeout=self.retry_timeout_ms)
+            return Engine.memory(server_url=self.url, retry_timeout=self.retry_timeout_ms), None
+        if self.db.startswith(("postgresql://", "postgres://")):
+            return self._open_postgres(self.db)
         try:
             engine = Engine.sqlite(self.db, server_url=self.url,
                                    retry_timeout=self.retry_timeout_ms)
@@ -140,11 +150,28 @@ class DevServer:
         released = engine.release_leases(self.clock.now_ms())
         if released:
             log.info("leases_released", db=self.db, count=released)
-        return engine
+        return engine, None
+
+    def _open_postgres(self, dsn: str) -> tuple[Engine, PostgresTransport]:
+        """A transport for the requests, event streams and timers, and an engine of its own
+        connection for the web view (both create or upgrade the schema if needed)."""
+        try:
+            from resonate_async.engine._postgres import PostgresStorage
+            from resonate_async.transport._postgres import PostgresTransport
+
+            shared = PostgresTransport(dsn, clock=self.clock,
+                                       retry_timeout=self.retry_timeout_ms)
+            engine = Engine(PostgresStorage(dsn), server_url=self.url,
+                            retry_timeout=self.retry_timeout_ms)
+        except ResonateError as exc:  # the extra is missing, the database cannot be reached
+            raise ServerError(str(exc)) from None
+        return engine, shared
 
     async def _run(self, uvicorn_mod: Any, sock: socket.socket, engine: Engine,
+                   shared: PostgresTransport | None,
                    ready: Callable[[str], object] | None) -> None:
-        app = DevApp(engine, clock=self.clock, token=self.token, extensions=self.extensions)
+        app = DevApp(engine, clock=self.clock, token=self.token, extensions=self.extensions,
+                     shared=shared)
         config = uvicorn_mod.Config(
             app, lifespan="on", log_level=self.log_level, access_log=False,
             timeout_graceful_shutdown=3, server_header=False,
@@ -164,7 +191,7 @@ class DevServer:
             tg.start_soon(run_server)
             await started_or_done.wait()
             if server.started:
-                log.info("dev_server_listening", url=self.url, db=self.db or ":memory:")
+                log.info("dev_server_listening", url=self.url, db=self.shown_db)
                 if ready is not None:
                     ready(self.url)
                 if self._stop_requested:

@@ -48,7 +48,26 @@ from resonate_async.engine._postgres import (
     connect,
     import_psycopg,
 )
-from resonate_async.protocol import Execute, Message, Request, Response
+from resonate_async.protocol import (
+    Execute,
+    Message,
+    PromiseCreate,
+    PromiseGet,
+    PromiseRegisterCallback,
+    PromiseRegisterListener,
+    PromiseSettle,
+    Request,
+    Response,
+    TaskAcquire,
+    TaskContinue,
+    TaskCreate,
+    TaskFence,
+    TaskFulfill,
+    TaskGet,
+    TaskHalt,
+    TaskRelease,
+    TaskSuspend,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -70,6 +89,28 @@ _CLAIM: Final = (
     "RETURNING seq, mode, grp, pid, message"
 )
 _PURGE: Final = "DELETE FROM resonate_outbox WHERE created_at < now() - make_interval(secs => %s)"
+
+
+_BY_ID: Final = (PromiseGet, PromiseCreate, PromiseSettle, TaskGet, TaskAcquire, TaskFulfill,
+                 TaskHalt, TaskContinue, TaskRelease)
+
+
+def promises_read(request: Request) -> tuple[str, ...]:
+    """The promises (and so tasks) the engine reads for ``request``, as far as it names them:
+    the storage fetches them all with the transaction's first read (one round trip)."""
+    if isinstance(request, TaskFence):
+        return request.id, request.action.data.id
+    if isinstance(request, _BY_ID):
+        return (request.id,)
+    if isinstance(request, TaskCreate):
+        return (request.action.data.id,)
+    if isinstance(request, TaskSuspend):
+        return request.id, *(action.data.awaited for action in request.actions)
+    if isinstance(request, PromiseRegisterCallback):
+        return request.awaited, request.awaiter
+    if isinstance(request, PromiseRegisterListener):
+        return (request.awaited,)
+    return ()
 
 
 def _reason(exc: BaseException) -> str:
@@ -216,9 +257,15 @@ class PostgresTransport:
         """Run ``request`` as one engine request (one transaction) and wake what it touched."""
         clock, preload = self.clock, self.fence_preload
 
+        ahead = promises_read(request)
+
         def execute(engine: Engine) -> tuple[Response, bool, int | None]:
-            response = engine.execute(request, clock.now_ms(), fence_preload=preload)
             storage: PostgresStorage = engine.storage  # type: ignore[assignment]
+            storage.read_ahead(ahead)
+            try:
+                response = engine.execute(request, clock.now_ms(), fence_preload=preload)
+            finally:
+                storage.read_ahead(())
             pushed, storage.pushed = storage.pushed, False
             return response, pushed, storage.next_written_deadline()
 
@@ -228,6 +275,24 @@ class PostgresTransport:
         if deadline is not None and deadline < self._timers_at and self._wake_timers is not None:
             self._wake_timers.set()
         return response
+
+    async def call(self, work: Callable[[Engine], T]) -> T:
+        """Run ``work(engine)`` on an engine of the pool in a worker thread (never abandoned),
+        then wake delivery and the timers for what it wrote, as ``send`` does. The development
+        server answers raw ``POST /`` bodies through it (``Engine.handle``)."""
+
+        def run(engine: Engine) -> tuple[T, bool, int | None]:
+            result = work(engine)
+            storage: PostgresStorage = engine.storage  # type: ignore[assignment]
+            pushed, storage.pushed = storage.pushed, False
+            return result, pushed, storage.next_written_deadline()
+
+        result, pushed, deadline = await self._run(run)
+        if pushed and self._wake_delivery is not None:
+            self._wake_delivery.set()
+        if deadline is not None and deadline < self._timers_at and self._wake_timers is not None:
+            self._wake_timers.set()
+        return result
 
     async def background(self) -> None:
         """Nothing to run in the owner's task group: delivery and timers live in the

@@ -8,9 +8,11 @@ import sys
 import anyio
 import pytest
 
-from benchmarks._runner import HTTP_ONLY, NAMES, _peer_process, main, run_peers
+from benchmarks._modes import POSTGRES_ENV
+from benchmarks._runner import HTTP_ONLY, NAMES, POSTGRES_ONLY, _peer_process, main, run_peers
 from benchmarks._targets import TARGETS
 from benchmarks._workloads import QUICK
+from tests._postgres import PostgresServer
 
 # ``name@mode value unit``, then optionally ``  xR vs peer, ...``
 FIGURE = re.compile(r"^(\S+)@(\S+) (-?[0-9.e+-]+|nan|inf) (\S+)(  x\S+ vs \S+(, x\S+ vs \S+)*)?$")
@@ -35,7 +37,7 @@ def test_every_benchmark_runs_and_prints_its_figures(
     lines = capsys.readouterr().out.splitlines()
     figures = _figures(lines)
     for name in NAMES:
-        if name in HTTP_ONLY and mode != "http":
+        if (name in HTTP_ONLY and mode != "http") or name in POSTGRES_ONLY:
             continue
         assert any(f.startswith(name) and f.endswith(f"@{mode}") for f in figures), (name, lines)
     # the figures the targets name are printed in the mode they name ...
@@ -51,6 +53,33 @@ def test_every_benchmark_runs_and_prints_its_figures(
     # ... and the run ends with the targets table, one row per target and the curve
     rows = [line for line in lines if line.startswith("# |")]
     assert len(rows) == 2 + len(TARGETS) + 1, lines
+
+
+@pytest.mark.slow  # every benchmark once on PostgreSQL, worker processes included
+def test_every_benchmark_runs_on_postgres_with_the_worker_process_curve(
+        pg_server: PostgresServer, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(POSTGRES_ENV, pg_server.dsn)  # the session's server, not one more
+    main(["--quick", "--no-peers", "--mode=postgres"])
+    lines = capsys.readouterr().out.splitlines()
+    figures = _figures(lines)
+    for name in NAMES:
+        if name in HTTP_ONLY:
+            continue
+        assert any(f.startswith(name) and f.endswith("@postgres") for f in figures), (name, lines)
+    for k in QUICK.scaling_workers:  # one point per worker count, with where the CPU went
+        assert figures[f"scaling.{k}@postgres"] > 0, lines
+        assert any(line.startswith(f"# scaling.{k}: cores busy") for line in lines), lines
+    rows = [line for line in lines if line.startswith("# |")]
+    assert any("seq_steps@postgres" in row and "steps/s" in row for row in rows), rows
+
+
+def test_the_scaling_workload_refuses_a_mode_without_postgres() -> None:
+    from benchmarks._scaling import bench_scaling
+    from resonate_async import Resonate
+
+    with pytest.raises(ValueError, match="postgres mode only"):
+        anyio.run(bench_scaling, lambda: Resonate(), QUICK)
 
 
 def test_peer_output_is_parsed_into_figures() -> None:

@@ -63,10 +63,11 @@ def fails() -> None:
     raise ValueError("boom")
 
 
-def app(path: Path) -> tuple[Resonate, anyio.Event]:
+def app(path: Path | None, *, url: str | None = None) -> tuple[Resonate, anyio.Event]:
     """The application of the tests: ``flow`` makes a local step, an rpc (with a step of its
-    own), a failing step, a durable sleep and a promise settled from outside."""
-    resonate = Resonate(path=path)
+    own), a failing step, a durable sleep and a promise settled from outside. On the SQLite
+    file ``path``, or on the engine at ``url``."""
+    resonate = Resonate(path=path) if url is None else Resonate(url=url)
     ready = anyio.Event()
 
     def notify() -> None:
