@@ -550,13 +550,23 @@ class Execution:
         remote = dict.fromkeys(i for i in self.pending if extends(i, pid))
         remote.update((i, None) for i, p in self.cache.items()
                       if p.state == "pending" and extends(i, pid) and not in_detached(i, pid))
-        try:
-            remote.update(dict.fromkeys(await pending_descendants(self.worker.send, pid)))
-        except ResonateError as exc:
-            self.log.warning("descendants_not_searched", step_id=pid, error=str(exc))
-        for rid in remote:
-            if rid != pid and rid not in self.locals:
+        # From the top down (a child cancelled after its own children wakes up in between and
+        # fails first, "rejected"), and searched again until nothing new turns up: a child
+        # still running elsewhere may create promises until it is cancelled itself.
+        done: set[str] = set()
+        while True:
+            try:
+                remote.update(dict.fromkeys(await pending_descendants(self.worker.send, pid)))
+            except ResonateError as exc:
+                self.log.warning("descendants_not_searched", step_id=pid, error=str(exc))
+            todo = sorted((r for r in remote if r != pid and r not in self.locals
+                           and r not in done), key=lambda r: (r.count(".") + r.count(":"), r))
+            if not todo:
+                return
+            for rid in todo:
                 await self._cancel_remote(rid)
+                done.add(rid)
+            remote = {}
 
     async def _cancel_remote(self, pid: str) -> Promise:
         p = self.cache.get(pid)
