@@ -14,6 +14,7 @@ costs a function call.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any, Final, Protocol
@@ -28,13 +29,31 @@ ENABLED: Final = _trace is not None
 _SCOPE: Final = "resonate_async"
 
 
+_MISSING: Final = object()
+# The API loads a provider named by this variable when none was set in code (read once: an
+# application names it before it starts).
+_PROVIDER_FROM_ENV: Final = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+_on = False  # a real provider was seen; the API lets a provider be set only once
+
+
 def _active() -> bool:
     """Whether spans go anywhere: the API is installed and an application set a provider
-    (the API's default provider drops everything, so building spans for it is waste)."""
+    (the API's default provider drops everything, so building spans for it is waste).
+
+    Called for every step, so the common answers are cheap: a provider, once set, never
+    changes, and none set in code or the environment means none (``get_tracer_provider``
+    reads the environment on each call, a tenth of an embedded step).
+    """
+    global _on
+    if _on:
+        return True
     if _trace is None:
         return False
+    if getattr(_trace, "_TRACER_PROVIDER", _MISSING) is None and not _PROVIDER_FROM_ENV:
+        return False
     provider = _trace.get_tracer_provider()
-    return not isinstance(provider, _trace.ProxyTracerProvider | _trace.NoOpTracerProvider)
+    _on = not isinstance(provider, _trace.ProxyTracerProvider | _trace.NoOpTracerProvider)
+    return _on
 
 
 class SpanLike(Protocol):

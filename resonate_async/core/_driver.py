@@ -37,6 +37,7 @@ from resonate_async.core._execution import (
     LeaseLost,
     Outcome,
     PlatformFailure,
+    Refused,
     halt_unrun_task,
 )
 from resonate_async.core._failures import TaskFailures
@@ -50,6 +51,7 @@ from resonate_async.protocol import (
     ActionHead,
     Claim,
     Promise,
+    PromiseCreate,
     PromiseGet,
     PromiseRegisterCallback,
     PromiseSettle,
@@ -112,6 +114,8 @@ class Worker:
         # The transport answers without yielding to the event loop (the embedded engine):
         # a request there cannot be interrupted by a cancellation halfway.
         self.inline_sends = getattr(transport, "sends_inline", False) is True
+        # The engine takes ``promise.record`` (in-process engines): a local step is one write.
+        self.records_steps = getattr(transport, "records_steps", False) is True
         self.codec = codec
         self.registry = registry
         self.clock = clock
@@ -124,6 +128,9 @@ class Worker:
         self.on_settled = on_settled
         self.held: dict[str, int] = {}
         self._watches: dict[int, Any] = {}  # runs whose own promise the heartbeat reads
+        # local steps running without a promise (recorded in one write when they end):
+        # step id -> (execution, its create, when it started, ms)
+        self.unrecorded: dict[str, tuple[Any, PromiseCreate, int]] = {}
         self._kept: dict[str, tuple[dict[str, Promise], int]] = {}
         self._kept_bytes = 0
         self._claimed: anyio.Event | None = None
@@ -519,7 +526,7 @@ class Worker:
     async def heartbeat_forever(self) -> None:
         """Extend the leases of held tasks every ttl/2, one request per origin; then read the
         watched roots, in the background: slow reads never delay the next heartbeat."""
-        reading = False
+        reading = showing = False
 
         async def read_watched() -> None:
             nonlocal reading
@@ -527,6 +534,13 @@ class Worker:
                 await self._check_watched()
             finally:
                 reading = False
+
+        async def show_running() -> None:
+            nonlocal showing
+            try:
+                await self._show_running()
+            finally:
+                showing = False
 
         async with anyio.create_task_group() as tg:
             while True:
@@ -538,6 +552,23 @@ class Worker:
                 if not reading and self._watches:
                     reading = True
                     tg.start_soon(read_watched)
+                if not showing and self.unrecorded:
+                    showing = True
+                    tg.start_soon(show_running)
+
+    async def _show_running(self) -> None:
+        """Create, pending, the local steps that have run for half a lease or more without a
+        promise (a step is recorded in one write when it ends): a long step shows in the
+        tree and in searches, and a cancel reaches it, as if it had been created first."""
+        old_enough = self.clock.now_ms() - self.ttl_ms // 2
+        due = [(pid, entry) for pid, entry in self.unrecorded.items() if entry[2] <= old_enough]
+        for pid, (execution, create, _) in due:
+            if self.unrecorded.pop(pid, None) is None:  # it ended meanwhile
+                continue
+            try:
+                await execution._create(create)
+            except (LeaseLost, PlatformFailure, Refused) as exc:
+                log.debug("running_step_not_shown", step_id=pid, error=str(exc))
 
     def watch(self, watch: Any) -> None:
         """Watch a run's own promise from the heartbeat loop (see ``_RootWatch``)."""

@@ -46,6 +46,7 @@ from resonate_async.protocol import (
     TAG_PARENT,
     TAG_SCOPE,
     FenceCreate,
+    FenceRecord,
     FenceSettle,
     Promise,
     PromiseCreate,
@@ -365,9 +366,12 @@ class Execution:
         return self.worker.dependency(type_)
 
     # durable writes ---------------------------------------------------------------------------
-    async def _fence(self, action: FenceCreate | FenceSettle, promise_id: str) -> Promise:
-        settle = isinstance(action, FenceSettle)
-        size = len(action.data.value.data or "") if isinstance(action, FenceSettle) else 0
+    async def _fence(self, action: FenceCreate | FenceSettle | FenceRecord,
+                     promise_id: str) -> Promise:
+        settle = not isinstance(action, FenceCreate)
+        size = (len(action.value.data or "") if isinstance(action, FenceRecord)
+                else len(action.data.value.data or "") if isinstance(action, FenceSettle)
+                else 0)
         try:
             response = await self.worker.send(TaskFence(self.id, self.version, action))
         except PlatformFailure as exc:
@@ -403,13 +407,17 @@ class Execution:
     async def _create(self, data: PromiseCreate) -> Promise:
         return await self._fence(FenceCreate(data=data), data.id)
 
-    async def _settle(self, promise_id: str, state: Any, value: Value) -> Promise:
+    async def _settle(self, promise_id: str, state: Any, value: Value,
+                      record: PromiseCreate | None = None) -> Promise:
         # The step's work is done: record it even while the run is being cancelled (a
         # shutdown, an enclosing deadline), or its side effect would run again where the task
         # resumes. Bounded, so a dead engine cannot hold a shutdown. An in-process engine
         # answers without yielding, so nothing can cancel the write there: no scope (it costs
-        # a fifth of an embedded step).
-        action = FenceSettle(data=PromiseSettle(promise_id, state, value))
+        # a fifth of an embedded step). With ``record`` (the step's create, never sent), the
+        # promise is created settled in the same write.
+        action: FenceSettle | FenceRecord = (
+            FenceSettle(data=PromiseSettle(promise_id, state, value)) if record is None
+            else FenceRecord(data=record, state=state, value=value))
         if self.worker.inline_sends:
             return await self._fence(action, promise_id)
         with anyio.CancelScope(shield=True) as scope:
@@ -599,10 +607,14 @@ class Execution:
             index = await self._earliest(handles, pid)
             encoded = self.worker.codec.encode(index, what=f"winner of ctx.first() [{pid}]")
             if record is None:
-                record = await self._create(PromiseCreate(
+                create = PromiseCreate(
                     pid, ctx._timeout_at, Value(),
                     {TAG_SCOPE: "local", TAG_BRANCH: self.branch, TAG_PARENT: ctx.id,
-                     TAG_ORIGIN: self.origin, CALL_TAG: expected}))
+                     TAG_ORIGIN: self.origin, CALL_TAG: expected})
+                if self.worker.records_steps:  # created with its outcome, in one write
+                    record = await self._settle(pid, "resolved", encoded, create)
+                else:
+                    record = await self._create(create)
                 self._check(record, expected)
             if record.state == "pending":
                 record = await self._settle(pid, "resolved", encoded)
@@ -688,76 +700,100 @@ class Execution:
                 "Use ctx.rpc for deep recursion (each call runs as a task of its own), or turn "
                 f"the recursion into a loop (the call was {pid})")
         late = False
+        record: PromiseCreate | None = None
         if cached is None:
             deadline = self._deadline(call)
             fn.check_call(call.args, call.kwargs)
-            p = await self._create(RUN.request(self, call, expected, deadline))
-            self._check(p, expected)
-            if p.state != "pending":
-                return worker.codec.outcome(p, fn.returns, what=f"result of {fn.name} [{pid}]")
-            deadline = p.timeout_at
+            create = RUN.request(self, call, expected, deadline)
+            if worker.records_steps and not fn.durable and call.opts.timeout is None:
+                # One durable write: the promise is created settled once the leaf returns
+                # (the cache says it does not exist yet: a run before a crash would have left
+                # it in the preload). Nothing of it is visible while it runs; a crash reruns
+                # it, as it would rerun a created step; with no timeout of its own its
+                # deadline is its caller's, which is durable. A timeout of its own, or a
+                # durable function (its children name it), keeps create-then-settle.
+                record = create
+            else:
+                p = await self._create(create)
+                self._check(p, expected)
+                if p.state != "pending":
+                    return worker.codec.outcome(p, fn.returns,
+                                                what=f"result of {fn.name} [{pid}]")
+                deadline = p.timeout_at
         else:  # created by an earlier run (before a crash): its recorded deadline still holds
             self._check(cached, expected)
             deadline = cached.timeout_at
             late = deadline <= worker.clock.now_ms()
         what = f"result of ctx.run({fn.name}) [{pid}]"
         started = time.monotonic()
+        if record is not None:  # made visible (pending) if it runs past half a lease
+            worker.unrecorded[pid] = (self, record, worker.clock.now_ms())
         try:
-            if late:  # resumed past it: not run again (the engine's record says timed out)
-                raise self._timed_out(f"ctx.run({fn.name})", pid, deadline,
-                                      "the task resumed after it, so the step was not run again")
-            with step_span(fn.name, pid):
-                # An inline leaf without a timeout of its own runs under its caller's scope
-                # (cut off at the caller's deadline): a cancel scope per step would cost a
-                # third of the embedded per-step budget.
-                bounded = spawned or fn.durable or call.opts.timeout is not None
-                with (Deadline(worker.clock, deadline, self._tg) if bounded
-                      else _UNBOUNDED) as bound:
-                    if fn.durable:
-                        child = Context(self, pid, deadline, fn.name, call.ctx.id, depth)
-                        if fn.is_async:
-                            value = await fn.fn(child, *call.args, **call.kwargs)
-                        else:
-                            value = await worker.run_sync(
-                                functools.partial(fn.fn, child, *call.args, **call.kwargs),
-                                what=f"ctx.run({fn.name}) [{pid}]")
-                    else:
-                        value = await self._run_leaf(call, fn, deadline)
-                if bound.reached:
+            try:
+                if late:  # resumed past it: not run again (the engine's record says timed out)
                     raise self._timed_out(
                         f"ctx.run({fn.name})", pid, deadline,
-                        "its code was cancelled" if fn.is_async or fn.fn in _INLINE else
-                        "its thread was abandoned (it cannot be stopped; whatever it returns "
-                        "is ignored)")
-            encoded = worker.codec.encode(value, what=what)
-            too_large = worker._too_large(encoded, what)
-            if too_large is not None:
-                raise too_large
-        except (NonDeterminismError, DecryptionError):
-            # never recorded as the step's outcome: the execution fails as a whole (or, for a
-            # value this worker's key cannot read, the driver gives the task back)
-            raise
-        except Exception as exc:
-            await self._reject(fn.name, pid, exc, started)
-        except BaseException as exc:
-            if _propagates(exc):
+                        "the task resumed after it, so the step was not run again")
+                with step_span(fn.name, pid):
+                    # An inline leaf without a timeout of its own runs under its caller's scope
+                    # (cut off at the caller's deadline): a cancel scope per step would cost a
+                    # third of the embedded per-step budget.
+                    bounded = spawned or fn.durable or call.opts.timeout is not None
+                    with (Deadline(worker.clock, deadline, self._tg) if bounded
+                          else _UNBOUNDED) as bound:
+                        if fn.durable:
+                            child = Context(self, pid, deadline, fn.name, call.ctx.id, depth)
+                            if fn.is_async:
+                                value = await fn.fn(child, *call.args, **call.kwargs)
+                            else:
+                                value = await worker.run_sync(
+                                    functools.partial(fn.fn, child, *call.args, **call.kwargs),
+                                    what=f"ctx.run({fn.name}) [{pid}]")
+                        else:
+                            value = await self._run_leaf(call, fn, deadline)
+                    if bound.reached:
+                        raise self._timed_out(
+                            f"ctx.run({fn.name})", pid, deadline,
+                            "its code was cancelled" if fn.is_async or fn.fn in _INLINE else
+                            "its thread was abandoned (it cannot be stopped; whatever it returns "
+                            "is ignored)")
+                encoded = worker.codec.encode(value, what=what)
+                too_large = worker._too_large(encoded, what)
+                if too_large is not None:
+                    raise too_large
+            except (NonDeterminismError, DecryptionError):
+                # never recorded as the step's outcome: the execution fails as a whole (or, for a
+                # value this worker's key cannot read, the driver gives the task back)
                 raise
-            await self._reject(fn.name, pid, exc, started)  # SystemExit & co. fail the step only
-        try:
-            p = await self._settle(pid, "resolved", encoded)
-        except Refused as refusal:
-            await self._reject(fn.name, pid, EncodingError(
-                f"{what} ({_size(len(encoded.data or ''))} encoded) was refused by the server: "
-                f"{refusal}; store large values elsewhere and return a reference"), started)
-        self.log.info("step_completed" if p.state == "resolved" else "step_failed",
-                      step_id=pid, function=fn.name, state=p.state,
-                      duration_ms=round((time.monotonic() - started) * 1000, 3))
-        if p.state != "resolved":  # the engine's record is authoritative (timeout wins)
-            return worker.codec.outcome(p, fn.returns, what=f"result of {fn.name} [{pid}]")
-        return value
+            except Exception as exc:
+                await self._reject(fn.name, pid, exc, started, record)
+            except BaseException as exc:
+                if _propagates(exc):
+                    raise
+                # SystemExit & co. fail the step only
+                await self._reject(fn.name, pid, exc, started, record)
+            try:
+                p = await self._settle(pid, "resolved", encoded, record)
+            except Refused as refusal:
+                await self._reject(fn.name, pid, EncodingError(
+                    f"{what} ({_size(len(encoded.data or ''))} encoded) was refused by the server: "
+                    f"{refusal}; store large values elsewhere and return a reference"), started,
+                    record)
+            if record is not None:
+                self._check(p, expected)
+            self.log.info("step_completed" if p.state == "resolved" else "step_failed",
+                          step_id=pid, function=fn.name, state=p.state,
+                          duration_ms=round((time.monotonic() - started) * 1000, 3))
+            if p.state != "resolved":  # the engine's record is authoritative (timeout wins)
+                return worker.codec.outcome(p, fn.returns, what=f"result of {fn.name} [{pid}]")
+            return value
+        finally:
+            if record is not None:
+                worker.unrecorded.pop(pid, None)
 
     async def _reject(self, name: str, pid: str, exc: BaseException,
-                      started: float | None = None) -> NoReturn:
+                      started: float | None = None,
+                      record: PromiseCreate | None = None) -> NoReturn:
         """Settle step ``pid`` as rejected with ``exc`` and raise it to the caller, as the
         caller would see it on a replay (a type this process cannot rebuild becomes
         ``ApplicationError``). An error too large to store is replaced by a small one."""
@@ -769,13 +805,13 @@ class Execution:
         if too_large is not None:
             exc, error = too_large, codec.encode_error(too_large)
         try:
-            p = await self._settle(pid, "rejected", error)
+            p = await self._settle(pid, "rejected", error, record)
         except Refused as refusal:
             exc = EncodingError(
                 f"the error ctx.run({name}) [{pid}] failed with ({type(exc).__name__}: "
                 f"{_text(exc):.200}) was refused by the server: {refusal}")
             error = codec.encode_error(exc)
-            p = await self._settle(pid, "rejected", error)
+            p = await self._settle(pid, "rejected", error, record)
         took = {} if started is None else {
             "duration_ms": round((time.monotonic() - started) * 1000, 3)}
         self.log.info("step_failed", step_id=pid, function=name, state=p.state,

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from resonate_async._errors import TransportError
 from resonate_async.engine._cache import DEFAULT_CACHE_BYTES
 from resonate_async.engine._core import (
     DEFAULT_RETRY_TIMEOUT,
@@ -26,6 +27,7 @@ from resonate_async.engine._storage import Storage
 from resonate_async.engine._task_ops import TaskOps
 from resonate_async.protocol import (
     REQUEST_TYPES,
+    FenceRecord,
     Message,
     PromiseCreate,
     PromiseGet,
@@ -93,6 +95,7 @@ class Engine(TaskOps, ScheduleOps):
         self.server_url = server_url
         self._now = 0
         self._failures = 0  # numbers the internal errors, so an answer can point at its log
+        self._unreachable = False  # tick found the storage's database unreachable (said once)
         self._fence_preload = True
         # Whether the outbox may hold messages (it may, on a reopened file): lets a drain
         # after a request that queued nothing skip the storage round trip.
@@ -204,6 +207,10 @@ class Engine(TaskOps, ScheduleOps):
             request = decode_data(kind, env.data)
         except msgspec.ValidationError as exc:
             return encode_response(kind, corr_id, Response(400, self._invalid(kind, env.data, exc)))
+        if isinstance(request, TaskFence) and isinstance(request.action, FenceRecord):
+            return encode_response(kind, corr_id, Response(
+                400, "Invalid request: task.fence action 'promise.record' is not part of the "
+                     "Resonate protocol (use promise.create, then promise.settle)"))
         return encode_response(kind, corr_id, self.execute(request, now, corr_id,
                                                            fence_preload=fence_preload,
                                                            remote=True))
@@ -235,8 +242,17 @@ class Engine(TaskOps, ScheduleOps):
                 except TransactionConflict:
                     if attempt == MAX_CONFLICT_RETRIES:
                         raise
+        except TransportError as exc:  # the storage's database is unreachable (it retried)
+            if not self._unreachable:  # said once, not once per tick, until it recovers
+                self._unreachable = True
+                log.warning("engine_tick_unreachable", error=str(exc))
+            return
         except Exception:
             log.exception("engine_tick_failed", now=now)
+            return
+        if self._unreachable:
+            self._unreachable = False
+            log.info("engine_tick_recovered")
 
     def next_due(self) -> int | None:
         """The earliest time (ms) at which ``tick`` would do something, or ``None``."""

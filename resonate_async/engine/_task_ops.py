@@ -20,11 +20,15 @@ from resonate_async.engine._storage import TaskRow
 from resonate_async.protocol import (
     TAG_DELAY,
     TAG_TARGET,
+    TAG_TIMER,
     ActionResult,
     Claim,
     FenceCreate,
+    FenceRecord,
     FenceResult,
+    FenceSettle,
     Preload,
+    Promise,
     PromiseResult,
     Response,
     ResponseHead,
@@ -146,10 +150,14 @@ class TaskOps(PromiseOps):
         inner_id = action.data.id
         if inner_id == req.id:
             refuse(400, "task.fence cannot act on the task's own promise; use task.fulfill")
-        if isinstance(action, FenceCreate):
+        if not isinstance(action, FenceSettle):
             problem = create_problem(action.data)
             if problem:
                 refuse(400, problem)
+            if isinstance(action, FenceRecord) and (
+                    TAG_TARGET in action.data.tags or TAG_TIMER in action.data.tags):
+                refuse(400, "promise.record creates a settled promise: it cannot carry "
+                            "resonate:target or resonate:timer (create those pending)")
         self._try_timeout(req.id, now)
         self._try_timeout(inner_id, now)
         row = self._get_task(req.id)
@@ -158,12 +166,30 @@ class TaskOps(PromiseOps):
         if isinstance(action, FenceCreate):
             inner = self._get_or_create(action.data, now)
             kind = "promise.create"
+        elif isinstance(action, FenceRecord):
+            inner = self._record(action, now)
+            kind = "promise.record"
         else:
             inner = self._promise_settle(action.data, now, corr_id)
             kind = "promise.settle"
         result = ActionResult(kind, ResponseHead(corr_id, inner.status), inner.data)
         preload = self._preload(self._root_of(row)) if self._fence_preload else []
         return Response(200, FenceResult(result, preload))
+
+    def _record(self, action: FenceRecord, now: int) -> Response:
+        """``promise.record``: the promise created already settled, in one write."""
+        data = action.data
+        p = self._try_timeout(data.id, now)
+        if p is None:
+            if now >= data.timeout_at:  # as a create past its deadline: timed out
+                p = self._create(data, now)
+            else:
+                p = Promise(data.id, action.state, data.param, action.value, data.tags,
+                            data.timeout_at, now, now)
+                self.storage.insert_promise(p, armed=False)
+        elif p.state == "pending":  # created by an earlier run (create, then settle)
+            p = self._settle(p, action.state, action.value, now, now)
+        return Response(200, PromiseResult(p))
 
     def _task_heartbeat(self, req: TaskHeartbeat, now: int, _: str) -> Response:
         if not req.pid:

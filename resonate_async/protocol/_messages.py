@@ -149,11 +149,28 @@ class FenceSettle(msgspec.Struct, frozen=True, omit_defaults=True, tag_field="ki
     head: Any = None
 
 
+class FenceRecord(msgspec.Struct, frozen=True, omit_defaults=True, tag_field="kind",
+                  tag="promise.record"):
+    """``task.fence``'s inner "create ``data`` already settled as ``state`` with ``value``".
+
+    Not part of the Resonate protocol: the in-process engines (memory, SQLite, PostgreSQL)
+    take it so that a local step costs one durable write instead of two (create, then
+    settle). The engine answers it as a fenced ``promise.create``: the existing promise if
+    there is one (settled first if it is pending), else the new one, timed out if
+    ``data.timeout_at`` has passed. An engine served over HTTP refuses it.
+    """
+
+    data: PromiseCreate
+    state: SettleState
+    value: Value = Value()
+    head: Any = None
+
+
 class TaskFence(msgspec.Struct, frozen=True):
     KIND: ClassVar[str] = "task.fence"
     id: str
     version: Int64
-    action: FenceCreate | FenceSettle
+    action: FenceCreate | FenceSettle | FenceRecord
 
 
 class TaskRef(msgspec.Struct, frozen=True):

@@ -22,6 +22,7 @@ from resonate_async.engine import Engine
 from resonate_async.protocol import (
     TAG_ORIGIN,
     FenceCreate,
+    FenceRecord,
     Promise,
     PromiseCreate,
     PromiseGet,
@@ -121,7 +122,8 @@ def _difference(expected: _Outcome, got: _Outcome) -> str:
 def _describe(request: Request) -> str:
     if isinstance(request, TaskFence):
         inner = request.action.data
-        what = "create" if isinstance(request.action, FenceCreate) else "settle"
+        what = ("create" if isinstance(request.action, FenceCreate) else
+                "record" if isinstance(request.action, FenceRecord) else "settle")
         return f"task.fence {what} {inner.id}"
     if isinstance(request, PromiseCreate | PromiseSettle):
         return f"{request.KIND} {request.id}"

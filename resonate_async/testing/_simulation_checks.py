@@ -12,6 +12,7 @@ from resonate_async._errors import TimedOutError
 from resonate_async.protocol import (
     TAG_TARGET,
     Claim,
+    FenceRecord,
     FenceSettle,
     Request,
     Response,
@@ -94,7 +95,8 @@ class Checks:
                     f"task {request.id}: the engine accepted {request.KIND} from {proc.pid} "
                     f"with version {request.version} after version {top} had written")
             self.top_version[request.id] = max(top, request.version)
-            if (isinstance(request, TaskFence) and isinstance(request.action, FenceSettle)
+            if (isinstance(request, TaskFence)
+                    and isinstance(request.action, FenceSettle | FenceRecord)
                     and response.data.action.head.status == 200):
                 self.settled_seq.setdefault(request.action.data.id, self.sim.seq)
                 self.check_timeout(request.action.data.id)

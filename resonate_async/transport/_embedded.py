@@ -57,6 +57,7 @@ class EmbeddedTransport:
     delivers_all = True  # in-process: nothing between the engine and the subscriber
     max_request_bytes: int | None = None  # no wire, no body limit
     sends_inline = True  # ``send`` never yields: a cancellation cannot land inside a request
+    records_steps = True  # the engine takes task.fence's promise.record (one write per step)
 
     def __init__(self, engine: Engine | None = None, *, clock: Clock | None = None,
                  close_engine: bool | None = None, recover: bool | None = None) -> None:

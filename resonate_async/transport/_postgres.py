@@ -147,6 +147,7 @@ class PostgresTransport:
 
     delivers_all = False  # a message claimed by a process that dies is lost (see module doc)
     max_request_bytes: int | None = None  # no wire between the SDK and the engine
+    records_steps = True  # the engine takes task.fence's promise.record (one write per step)
 
     def __init__(self, dsn: str, *, clock: Clock | None = None, migrate: bool = True,
                  pool_size: int = 4, poll_interval: float = 1.0,

@@ -28,6 +28,11 @@ class WrappedTransport:
         return self.inner.delivers_all
 
     @property
+    def records_steps(self) -> bool:
+        """The inner transport's ``records_steps`` (its engine takes ``promise.record``)."""
+        return getattr(self.inner, "records_steps", False) is True
+
+    @property
     def max_request_bytes(self) -> int | None:
         """The inner transport's request size limit (``None``: none known)."""
         limit = getattr(self.inner, "max_request_bytes", None)

@@ -654,6 +654,10 @@ async def test_the_worker_stops_a_cancelled_execution_within_a_heartbeat(
         handle = await resonate.run(root, flow)
         with anyio.fail_after(20):
             await started.wait()
+            # a step shows (pending) once it has run for half a lease; from then on the
+            # cancel reaches it (tests/runtime/test_step_writes.py: before then)
+            while not await _exists(resonate, f"{root}:1"):
+                await anyio.sleep(0.02)
         await handle.cancel()  # a root handle: the same as resonate.promises.cancel(root)
         with anyio.fail_after(20):  # half a lease (0.5 s) here, bounded loosely for load
             await stopped.wait()
@@ -661,3 +665,11 @@ async def test_the_worker_stops_a_cancelled_execution_within_a_heartbeat(
             await handle
         assert (await resonate.promises.get(f"{root}:1")).state == "rejected_canceled"
     assert after == []
+
+
+async def _exists(resonate: Resonate, promise_id: str) -> bool:
+    try:
+        await resonate.promises.get(promise_id)
+    except NotFoundError:
+        return False
+    return True

@@ -21,7 +21,7 @@ from resonate_async import (
     TimedOutError,
 )
 from resonate_async._errors import RequestTooLargeError
-from resonate_async.protocol import FenceSettle, Request, Response, TaskFence
+from resonate_async.protocol import FenceRecord, FenceSettle, Request, Response, TaskFence
 from resonate_async.testing import VirtualClock
 from resonate_async.transport import WrappedTransport
 from tests.runtime.conftest import Connect
@@ -272,8 +272,11 @@ class RefusesLargeSettles(WrappedTransport):
     the client (no ``max_request_bytes``)."""
 
     async def send(self, request: Request) -> Response:
-        if isinstance(request, TaskFence) and isinstance(request.action, FenceSettle):
-            data = request.action.data.value.data or ""
+        if isinstance(request, TaskFence) and isinstance(request.action,
+                                                         FenceSettle | FenceRecord):
+            action = request.action  # a settle, or a step created settled (in-process)
+            data = (action.value if isinstance(action, FenceRecord)
+                    else action.data.value).data or ""
             if len(data) > 64 * 1024:
                 raise RequestTooLargeError("the server refused a request body as too large "
                                            "(HTTP 413)", kind=request.KIND)

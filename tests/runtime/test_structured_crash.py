@@ -167,14 +167,15 @@ async def test_promise_data_is_the_same_param_after_a_crash(resonate: Resonate) 
 # a worker that stops or dies, and another that carries on -----------------------------------
 
 
-async def _until_exists(resonate: Resonate, promise_id: str) -> None:
+async def _until_exists(resonate: Resonate, *promise_ids: str) -> None:
     with anyio.fail_after(20):
-        while True:
-            try:
-                await resonate.promises.get(promise_id)
-                return
-            except NotFoundError:
-                await anyio.sleep(0.01)
+        for promise_id in promise_ids:
+            while True:
+                try:
+                    await resonate.promises.get(promise_id)
+                    break
+                except NotFoundError:
+                    await anyio.sleep(0.01)
 
 
 def _retrying_apps(connect: Connect, policy: Constant, timeout: float,
@@ -313,7 +314,8 @@ async def test_an_execution_cancelled_while_its_worker_is_dead_never_runs_again(
                 await first.run(root, "flow")
                 with anyio.fail_after(20):
                     await entered.wait()
-                await _until_exists(client, f"{root}:1.1")
+                # :2 is the running upload: it shows (pending) after half a lease
+                await _until_exists(client, f"{root}:1.1", f"{root}:2")
                 killable[0].dead = True  # the crash: no release, no more writes
                 record = await client.promises.cancel(root)
                 assert record.state == "rejected_canceled"

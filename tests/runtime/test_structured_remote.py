@@ -65,6 +65,9 @@ async def test_a_cancelled_rpc_child_that_is_running_stops_within_a_heartbeat(
     async def wait_started() -> None:
         with anyio.fail_after(20):
             await started.wait()
+        # A step runs without a promise until it has run for half a lease (one write when
+        # it ends); from then on it is pending, where the cancel reaches it.
+        await _until_exists(resonate, f"{root}:1.1")
 
     resonate.register(wait_started)
     root = uid("cancel-rpc-running")
@@ -195,7 +198,9 @@ async def test_a_cancel_reaches_what_a_running_child_creates_while_it_is_cancell
         paused.append(_PausedAfterSearch(transport, searched))
         return paused[0]
 
-    worker, client = connect(), connect(worker=False, wrap=wrap)
+    # ttl 1 s: the running step :1.2 shows (pending) after half a lease, and the test
+    # waits for it before it cancels
+    worker, client = connect(ttl=1), connect(worker=False, wrap=wrap)
 
     @worker.register
     async def until_searched() -> None:
