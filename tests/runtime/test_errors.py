@@ -138,7 +138,9 @@ async def test_retries_stop_at_the_step_deadline(
     @resonate.register
     async def flow(ctx: Context) -> None:
         await ctx.run(always_fails).options(
-            retry=Constant(max_retries=1000, wait=0.1), timeout=0.35)
+            # a deadline of four waits: room for the create and the thread hops of a
+            # loaded machine, and still a bound on the retries (at most 4 calls)
+            retry=Constant(max_retries=1000, wait=0.5), timeout=1.75)
 
     async with resonate:
         handle = await resonate.run(uid("deadline"), flow)
