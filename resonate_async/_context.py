@@ -18,6 +18,7 @@ from typing import (
     TYPE_CHECKING,
     Any,
     Concatenate,
+    Final,
     Generic,
     NoReturn,
     ParamSpec,
@@ -81,6 +82,19 @@ class Options:
 _NO_OPTIONS = Options()
 
 
+class _Miss:
+    """What ``Execution.replayed`` returns for a call the cache does not hold settled."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISS"
+
+
+MISS: Final = _Miss()
+_MISS = MISS
+
+
 class Call(Generic[T]):
     """A durable call not started yet: ``await`` it for its value or ``.spawn()`` it."""
 
@@ -94,11 +108,21 @@ class Call(Generic[T]):
         self.args = args
         self.kwargs = kwargs
         self.opts = opts
-        self.id = ctx._mint(opts.id)
+        ex = ctx._exec
+        if ex._tg is None:  # what ctx._mint checks, inlined: this runs for every call made
+            ex.check_live(ctx)
+        ctx._counter += 1
+        custom = opts.id
+        self.id = f"{ctx._prefix}{ctx._counter if custom is None else custom}"
         # Where user code made the call (file, line), until it is awaited or spawned: a call
         # dropped before that is reported as never run, like an un-awaited coroutine.
-        self._made_at: tuple[str, int] | None = _caller()
-        self._run = ctx._exec.run_number
+        # (_caller(), inlined: the first frame outside this module)
+        frame = sys._getframe(1)
+        while frame is not None and frame.f_code.co_filename == __file__:
+            frame = frame.f_back  # type: ignore[assignment]
+        self._made_at: tuple[str, int] | None = (
+            None if frame is None else (frame.f_code.co_filename, frame.f_lineno))
+        self._run = ex.run_number
 
     @property
     def kind(self) -> str:
@@ -154,7 +178,14 @@ class Call(Generic[T]):
         ex = self.ctx._exec
         if self._kind.local:
             ex.frontier.started(self.id)
-        return ex.await_call(self).__await__()
+        else:
+            # A remote call a replay finds settled returns from here, without a coroutine.
+            value = ex.replayed(self)
+            if value is not _MISS:
+                result: T = value
+                return result
+        result = yield from ex.await_call(self).__await__()
+        return result
 
     async def spawn(self) -> Handle[T]:
         """Start the call now; await the returned handle later for its value."""

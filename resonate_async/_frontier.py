@@ -38,10 +38,16 @@ class Frontier:
             self.live = True
 
     def awaited(self, pid: str) -> None:
+        """Promise ``pid`` was awaited (its handle, or the call itself)."""
         if self.live:
             return
         p = self._cache.get(pid)
-        if p is None or p.state == "pending" or p.tags.get(TAG_SCOPE) == "local":
+        if p is not None:
+            self.awaited_record(p)
+
+    def awaited_record(self, p: Promise) -> None:
+        """``awaited`` for the record the caller holds already (the replay of a call)."""
+        if self.live or p.state == "pending" or p.tags.get(TAG_SCOPE) == "local":
             return
         if self._bound is None:
             # Everything earlier runs wrote happened before the last of them stopped.

@@ -23,7 +23,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from resonate_async._context import Call, Context, Handle, now
+from resonate_async._context import MISS, Call, Context, Handle, now
 from resonate_async._errors import (
     ContextError,
     DecryptionError,
@@ -38,7 +38,7 @@ from resonate_async._frontier import Dropped, Frontier, report_dropped
 from resonate_async._retry import RetryPolicy
 from resonate_async._tracing import step_span
 from resonate_async.core._guard import Deadline, is_ours
-from resonate_async.core._kinds import RUN
+from resonate_async.core._kinds import RPC, RUN
 from resonate_async.core._registry import Function
 from resonate_async.protocol import (
     TAG_BRANCH,
@@ -107,6 +107,34 @@ class Outcome:
         self.waiting = waiting or []
 
 
+class _Flag:
+    """A one-shot event, as ``anyio.Event`` behaves, whose event is made only when someone
+    waits before it is set: most spawned steps end before anyone awaits them (a fan-out
+    awaits its handles after starting them all), so most never need one."""
+
+    __slots__ = ("_event", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: anyio.Event | None = None
+
+    def set(self) -> None:
+        self._set = True
+        if self._event is not None:
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    async def wait(self) -> None:
+        if self._set:
+            await anyio.lowlevel.checkpoint()  # a checkpoint, like Event.wait() once set
+            return
+        if self._event is None:
+            self._event = anyio.Event()
+        await self._event.wait()
+
+
 class _LocalState:
     """A spawned local step running in the execution's task group."""
 
@@ -117,8 +145,8 @@ class _LocalState:
         self.execution = execution
         self.call = call
         self.run = execution.run_number
-        self.finished = anyio.Event()  # the outcome is final: awaiting the handle gives it
-        self.stopped = anyio.Event()  # the step's task has ended
+        self.finished = _Flag()  # the outcome is final: awaiting the handle gives it
+        self.stopped = _Flag()  # the step's task has ended
         self.value: Any = None
         self.error: BaseException | None = None
         self.suspended: Suspended | None = None
@@ -438,23 +466,40 @@ class Execution:
         return tags
 
     # calls ------------------------------------------------------------------------------------
+    def replayed(self, call: Call[Any]) -> Any:
+        """The outcome of a remote call this run finds settled in the cache (a replayed call),
+        or ``MISS`` when it must be awaited for real. Raises what the call failed with.
+
+        No handle, no request, no coroutine, no loop turn: exactly what awaiting its handle
+        would give, at the replay cost of every earlier call (``Call.__await__`` asks this
+        before it makes the ``await_call`` coroutine)."""
+        cached = self.cache.get(call.id)
+        if cached is None or cached.state == "pending":
+            return MISS
+        kind = call._kind
+        if not kind.joined:
+            return MISS
+        if self._tg is None:
+            self.check_live(call.ctx)
+        # Rpc.expect's own memo, read here without the call (the cost of every replayed rpc)
+        found = self.expected.get((kind, call.fn, call.opts.version)) if kind is RPC else None
+        expected, type_ = found if found is not None else kind.expect(self, call)
+        if cached.tags.get(CALL_TAG) != expected:
+            self._check(cached, expected)
+        frontier = self.frontier
+        if not frontier.live:
+            frontier.awaited_record(cached)
+        if cached.state == "resolved" and not cached.value.data:
+            return None  # what the codec decodes a value without data to, whatever the type
+        return self.worker.codec.outcome(cached, type_, what=f"result of {cached.id}")
+
     async def await_call(self, call: Call[Any]) -> Any:
         kind = call._kind
         if kind.local:
             return await self._run_local(call)
-        pid = call.id
-        cached = self.cache.get(pid)
-        if cached is not None and cached.state != "pending" and kind.joined:
-            # A replayed call seen settled: no handle, no request, no loop turn; exactly what
-            # awaiting its handle would give (the replay cost of every earlier call).
-            if self._tg is None:
-                self.check_live(call.ctx)
-            expected, type_ = kind.expect(self, call)
-            if cached.tags.get(CALL_TAG) != expected:
-                self._check(cached, expected)
-            if not self.frontier.live:
-                self.frontier.awaited(pid)
-            return self.worker.codec.outcome(cached, type_, what=f"result of {pid}")
+        value = self.replayed(call)
+        if value is not MISS:
+            return value
         handle = await self.spawn_call(call)
         return await handle
 

@@ -132,7 +132,9 @@ class MemoryStorage:
     def __init__(self) -> None:
         self._promises: dict[str, Promise] = {}
         self._promise_ids = SortedIds()
-        self._branches: dict[str, list[str]] = {}  # ids in insertion order (each once)
+        # branch -> its promise ids (each once): one id as itself, several as a list (most
+        # branches hold one promise, an rpc's or a root's own: no list per promise then)
+        self._branches: dict[str, str | list[str]] = {}
         self._armed: dict[str, int] = {}
         self._promise_heap: list[tuple[int, str]] = []
         self._tasks: dict[str, TaskRow] = {}
@@ -165,7 +167,14 @@ class MemoryStorage:
         self._promise_ids.add(pid)
         branch = promise.tags.get(TAG_BRANCH)
         if branch is not None:
-            self._branches.setdefault(branch, []).append(pid)  # a new id: not there yet
+            branches = self._branches
+            found = branches.get(branch)  # pid is a new id: not there yet
+            if found is None:
+                branches[branch] = pid
+            elif isinstance(found, str):
+                branches[branch] = [found, pid]
+            else:
+                found.append(pid)
         if armed and promise.state == "pending":
             self._armed[pid] = promise.timeout_at
             self._wrote(promise.timeout_at)
@@ -181,6 +190,8 @@ class MemoryStorage:
         if not ids:
             return []
         promises = self._promises
+        if isinstance(ids, str):
+            return [promises[ids]]
         return [promises[i] for i in sorted(ids)]
 
     def due_promises(self, now: int, limit: int) -> list[Promise]:
