@@ -14,6 +14,7 @@ output says where throughput saturates (database, workers or the cores themselve
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -61,9 +62,11 @@ def _postgres_pids() -> list[int]:
 
 
 @contextmanager
-def workers(url: str, k: int) -> Iterator[list[int]]:
+def workers(url: str, k: int, counters: list[dict[str, int]] | None = None,
+            ) -> Iterator[list[int]]:
     """``k`` worker processes on ``url``, serving when the block starts; stopped (SIGTERM,
-    bounded, then killed) when it ends."""
+    bounded, then killed) when it ends, each then adding what its connections did (its
+    ``counters`` line) to ``counters``."""
     procs: list[subprocess.Popen[str]] = []
     try:
         for _ in range(k):
@@ -84,10 +87,13 @@ def workers(url: str, k: int) -> Iterator[list[int]]:
                 proc.send_signal(signal.SIGTERM)
         for proc in procs:
             try:
-                proc.wait(STOP_TIMEOUT)
+                out, _ = proc.communicate(timeout=STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.wait(STOP_TIMEOUT)
+                out, _ = proc.communicate(timeout=STOP_TIMEOUT)
+            for line in (out or "").splitlines():
+                if counters is not None and line.startswith("counters "):
+                    counters.append(json.loads(line.partition(" ")[2]))
 
 
 async def _wave(client: Resonate, n: int) -> None:
@@ -111,18 +117,37 @@ async def bench_scaling(connect: Connect, sizes: Sizes) -> list[Figure]:
     out = []
     for k in sizes.scaling_workers:
         url = fresh()
-        with workers(url, k) as pids:
+        counted: list[dict[str, int]] = []
+        with workers(url, k, counted) as pids:
             async with Resonate(url=url, worker=False) as client:
                 await _wave(client, 2 * k)  # warm-up: every worker's connections are open
                 pg = _postgres_pids()  # now that every connection has its server process
                 cpu = (_cpu_of(pids), time.process_time(), _cpu_of(pg))
+                before = _counters(client)
                 start = time.perf_counter()
                 await _wave(client, sizes.scaling_roots)
                 wall = time.perf_counter() - start
                 used = (_cpu_of(pids) - cpu[0], time.process_time() - cpu[1],
                         _cpu_of(pg) - cpu[2])
+                mine = {key: value - before.get(key, 0)
+                        for key, value in _counters(client).items()}
         out.append(Figure(f"scaling.{k}", sizes.scaling_roots / wall, "roots/s", True))
         db = f", postgres server {used[2] / wall:.2f}" if pg else ""
         print(f"# scaling.{k}: cores busy over the wave: workers {used[0] / wall:.2f}, "
               f"client {used[1] / wall:.2f}{db} (of {os.cpu_count()} cores)", flush=True)
+        roots = sizes.scaling_roots
+        if mine and counted:  # the workers' figures count their warm-up roots too
+            served = roots + 2 * k
+            theirs = {key: sum(c.get(key, 0) for c in counted) for key in mine}
+            print(f"# scaling.{k}: per root: client {mine['round_trips'] / roots:.1f} round "
+                  f"trips, {mine['conflicts'] / roots:.2f} serialization conflicts; workers "
+                  f"{theirs['round_trips'] / served:.1f} round trips, "
+                  f"{theirs['conflicts'] / served:.2f} conflicts", flush=True)
     return out
+
+
+def _counters(client: Resonate) -> dict[str, int]:
+    """The client's PostgreSQL counters (empty for another transport)."""
+    counters = getattr(client.transport, "counters", None)
+    found: dict[str, int] = counters() if callable(counters) else {}
+    return found

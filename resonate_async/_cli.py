@@ -115,7 +115,11 @@ def _connect(args: argparse.Namespace) -> Resonate:
                          "engine's SQLite file), or set RESONATE_URL")
     if url.startswith(("postgresql://", "postgres://")):  # the engine in that database
         try:
-            return Resonate(url=url, worker=False)
+            from resonate_async.transport import PostgresTransport
+
+            # an unreachable database fails within CONNECT_RETRY, as a server does
+            return Resonate(transport=PostgresTransport(url, retry_for=CONNECT_RETRY),
+                            worker=False)
         except ResonateError as exc:  # e.g. the postgres extra is not installed
             raise CommandError(f"--url: {exc}") from None
     from resonate_async.transport import HttpTransport

@@ -20,17 +20,22 @@ wrote or read them committed; pending records are always read from the database.
 
 The outbox is a table (``resonate_outbox``) with routing columns (mode, group, pid): a
 ``PostgresTransport`` claims rows for its subscribers with ``FOR UPDATE SKIP LOCKED``, and
-every insert notifies channel ``resonate_outbox`` with the group as payload (delivered at
-commit). ``take_outbox`` (the single-consumer drain of the ``Storage`` protocol) empties the
-whole table, for a host that is the only consumer (tests, one process).
+every insert notifies channel ``resonate_outbox`` with the group (anycast) or ``group/pid``
+(unicast) as payload (delivered at commit). ``take_outbox`` (the single-consumer drain of
+the ``Storage`` protocol) empties the whole table, for a host that is the only consumer
+(tests, one process).
 
 Round trips. A request's promises (``read_ahead``: the ids the transport finds in it) are
 read with their tasks, and with whether they have callbacks and listeners, in one query that
-travels with BEGIN; the writes are queued and go with COMMIT (or with the next read), as one
-simple query of statements whose values psycopg binds client-side; each connection prepares
-the statements it runs (``PREPARE``, between transactions) and then sends ``EXECUTE``. A local
-step (create, then settle) is 4 round trips: read, write + COMMIT, twice. Every statement
-still runs inside the one serializable transaction, so nothing changes in what it can see.
+travels with BEGIN (with a branch's promises too, for a claim's preload); the writes are
+queued and go with COMMIT (or with the next read), as one simple query of statements whose
+values the storage binds itself (``_bind``) and sends with libpq directly (``run_query``:
+psycopg's per-query parsing and adaptation cost as much as the rest); each connection
+prepares the statements it runs (``PREPARE``, between transactions) and then sends
+``EXECUTE``. A request is 2 round trips: read, then writes + COMMIT. A local step
+(``task.fence`` with ``promise.record``) is 1: ``record_query`` gives its one statement, which
+the transport sends from the event loop. Every statement still runs inside the one
+serializable transaction, so nothing changes in what it can see.
 
 The timer queries (``due_*``) first take ``pg_try_advisory_xact_lock``: one process fires
 timers at a time, the others find nothing due and skip, so tickers do not conflict with each
@@ -43,8 +48,10 @@ storage only checks the version (see ``migrate_schema``).
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import random
+import select
 import threading
 import time
 from collections.abc import Iterator
@@ -173,13 +180,180 @@ def _execute_of(sql: str) -> str:
         found = f"EXECUTE {_name_of(sql)}" + (f" ({', '.join(['%s'] * n)})" if n else "")
         _EXECUTE[sql] = found
     return found
+def _literal(value: Any) -> str:
+    """``value`` as an SQL literal, for a connection with ``standard_conforming_strings``
+    on (the storage sets it): the storage binds its statements' values client-side, into one
+    simple query per round trip, without psycopg's per-query parsing and adaptation."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise _psycopg_module().DataError(
+                "PostgreSQL text fields cannot contain NUL (0x00) bytes")
+        return "'" + value.replace("'", "''") + "'" if "'" in value else "'" + value + "'"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "'\\x" + bytes(value).hex() + "'::bytea"
+    if isinstance(value, (list, tuple)):
+        return _literal("{" + ",".join(_array_item(v) for v in value) + "}")
+    raise TypeError(f"cannot bind a {type(value).__name__} into a statement: {value!r}")
+
+
+def _array_item(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise TypeError(f"cannot bind an array of {type(value).__name__}: {value!r}")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_PARTS: dict[str, list[str]] = {}
+
+
+def _bind(sql: str, args: tuple[Any, ...] | list[Any]) -> str:
+    """``sql`` with its ``%s`` placeholders replaced by ``args`` as literals."""
+    parts = _PARTS.get(sql)
+    if parts is None:
+        parts = _PARTS[sql] = sql.split("%s")
+    if len(parts) != len(args) + 1:
+        raise TypeError(f"{len(parts) - 1} placeholders, {len(args)} values: {sql}")
+    if not args:
+        return sql
+    out = [parts[0]]
+    for value, part in zip(args, parts[1:], strict=True):
+        out.append(_literal(value))
+        out.append(part)
+    return "".join(out)
+
+
+def _psycopg_module() -> Any:
+    import psycopg
+
+    return psycopg
+
+
+def _decode_bytea(v: bytes) -> bytes:
+    return binascii.unhexlify(v[2:])  # text format: \x and hex digits
+
+
+def _decode_bool(v: bytes) -> bool:
+    return v == b"t"
+
+
+def _decode_text(v: bytes) -> str:
+    return v.decode()
+
+
+# Text-format result columns by type oid (anything else is read as text).
+_DECODERS: Final[dict[int, Any]] = {16: _decode_bool, 17: _decode_bytea, 20: int, 21: int,
+                                    23: int}
+
+
+class _Rows:
+    """The rows of one statement's result, decoded (the part of a cursor the storage uses)."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
+        self.rows = rows
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self.rows
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self.rows[0] if self.rows else None
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return iter(self.rows)
+
+
+def _rows_of(result: Any) -> _Rows:
+    ncols = result.nfields
+    if not ncols:
+        return _Rows([])
+    decoders = [_DECODERS.get(result.ftype(i), _decode_text) for i in range(ncols)]
+    get = result.get_value
+    rows = []
+    for r in range(result.ntuples):
+        row = []
+        for c, decode in enumerate(decoders):
+            v = get(r, c)
+            row.append(None if v is None else decode(v))
+        rows.append(tuple(row))
+    return _Rows(rows)
+
+
+def run_query(conn: psycopg.Connection[Any], query: str) -> _Rows:
+    """Send ``query`` (one simple query: one statement or several) on ``conn``'s libpq
+    connection, wait for its results in this thread and return the last one's rows; the
+    first failed statement raises psycopg's error for it (with its SQLSTATE), a broken
+    connection ``psycopg.OperationalError``."""
+    psycopg = _psycopg_module()
+    pgconn = conn.pgconn
+    pgconn.send_query(query.encode())
+    fd = pgconn.socket
+    poller = None
+    while pgconn.flush():
+        poller = poller or select.poll()
+        poller.register(fd, select.POLLOUT)
+        poller.poll()
+        poller.unregister(fd)
+    error = last = None
+    while True:
+        pgconn.consume_input()
+        while not pgconn.is_busy():
+            res = pgconn.get_result()
+            if res is None:
+                if error is not None:
+                    raise psycopg.errors.error_from_result(error, encoding="utf-8")
+                return _Rows([]) if last is None else _rows_of(last)
+            if res.status == _FATAL_ERROR:
+                error = error or res
+            else:
+                last = res
+        if poller is None:
+            poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.poll()
+        poller.unregister(fd)
+
+
+_FATAL_ERROR: Final = 7  # psycopg.pq.ExecStatus.FATAL_ERROR
+
+
 # Promises by id, each with its task and whether it has callbacks and listeners.
 _READ: Final = (
     "SELECT p.id, p.record, t.record, "
     "EXISTS (SELECT 1 FROM resonate_callbacks c WHERE c.awaited = p.id), "
-    "EXISTS (SELECT 1 FROM resonate_listeners l WHERE l.promise_id = p.id) "
+    "EXISTS (SELECT 1 FROM resonate_listeners l WHERE l.promise_id = p.id), NULL::text "
     "FROM resonate_promises p LEFT JOIN resonate_tasks t ON t.id = p.id "
     "WHERE p.id = ANY(%s::text[])"
+)
+# The same, and the promises of one branch (``read_ahead``'s ``branch``: a claim's preload),
+# told apart by their last column (the state, NULL for the first part's rows).
+_READ_BRANCH: Final = (
+    _READ + " UNION ALL SELECT id, record, NULL, false, false, state "
+    "FROM resonate_promises WHERE branch = %s::text"
+)
+
+
+# ``task.fence`` + ``promise.record`` in one statement (``PostgresStorage.record_query``):
+# insert the settled promise if the task is acquired at that version and its own promise is
+# pending and not past its deadline; no row back (it exists, the fence fails, or the task's
+# promise is due) and the engine's general path answers instead.
+_RECORD: Final = (
+    "INSERT INTO resonate_promises (id, state, branch, armed_at, record) "
+    "SELECT %s::text, %s::text, %s::text, NULL::bigint, %s::bytea WHERE EXISTS ("
+    "SELECT 1 FROM resonate_tasks t JOIN resonate_promises r ON r.id = t.id "
+    "WHERE t.id = %s::text AND t.state = 'acquired' "
+    "AND (convert_from(t.record, 'UTF8')::jsonb ->> 'version')::bigint = %s::bigint "
+    "AND r.state = 'pending' AND r.armed_at > %s::bigint) "
+    "ON CONFLICT (id) DO NOTHING RETURNING 1"
 )
 
 
@@ -321,7 +495,7 @@ class PostgresStorage:
         # The open transaction's statements not sent yet (SQL text with literal values): they
         # go with the next read, or with COMMIT, in one simple query.
         self._queued: list[str] = []
-        self._literal: psycopg.ClientCursor[Any] | None = None  # binds values into SQL text
+        self._bound_to: psycopg.Connection[Any] | None = None  # the connection bound for
         self._sent = False  # whether the open transaction's BEGIN went to the server
         self._prepared: set[str] = set()  # statements prepared on the current connection
         self._to_prepare: list[str] = []  # run unprepared in this transaction: prepare next
@@ -329,6 +503,11 @@ class PostgresStorage:
         # fetches them all in one round trip; ``_ahead_used`` once it did.
         self._ahead: tuple[str, ...] = ()
         self._ahead_used = False
+        # The branch whose promises come with that read too (``read_ahead``), and the open
+        # transaction's copy of it as read (``_branch_read`` names it once it was read).
+        self._ahead_branch: str | None = None
+        self._branch_read: str | None = None
+        self._branch_rows: dict[str, Promise] = {}
         # Promises read in the open transaction that have no callbacks / no listeners (a
         # settlement then takes none without a statement).
         self._no_callbacks: set[str] = set()
@@ -337,6 +516,7 @@ class PostgresStorage:
         self._conflicts = 0
         self.statements = 0  # SQL statements sent, for measurements
         self.round_trips = 0  # waits for the server (a pipelined write costs none), likewise
+        self.conflicts = 0  # transactions rolled back by a serialization failure, likewise
         self.pushed = False  # whether a transaction committed outbox rows since last reset
         self._pushing = False
         self._conn: psycopg.Connection[Any] | None = self._connect()
@@ -369,6 +549,10 @@ class PostgresStorage:
         # preparation is off: psycopg answers a ROLLBACK with DEALLOCATE ALL when it holds
         # prepared statements, which would drop the storage's as well.
         conn.prepare_threshold = None
+        if conn.info.parameter_status("standard_conforming_strings") != "on":
+            conn.execute("SET standard_conforming_strings = on")  # as _literal writes them
+        if conn.info.encoding not in ("utf-8", "utf8"):
+            conn.execute("SET client_encoding = 'UTF8'")  # as run_query encodes
         return conn
 
     def _x(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> Any:
@@ -379,16 +563,14 @@ class PostgresStorage:
         self.round_trips += 1
         conn = self._connection()
         if not self._depth:
-            return conn.execute(sql, args)
+            return run_query(conn, _bind(sql, args))
         queued = self._queued
         queued.append(self._bound(conn, sql, args))
         self._begin = False
         self._sending()
-        cur = conn.execute("; ".join(queued))
+        query = "; ".join(queued)
         queued.clear()
-        while cur.nextset():
-            pass
-        return cur
+        return run_query(conn, query)
 
     def _w(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> None:
         """Run a write whose result nobody reads. In a transaction it is queued: it goes with
@@ -397,7 +579,7 @@ class PostgresStorage:
         conn = self._connection()
         if not self._depth:
             self.round_trips += 1
-            conn.execute(sql, args)
+            run_query(conn, _bind(sql, args))
             return
         self._queued.append(self._bound(conn, sql, args))
         self._begin = False
@@ -410,17 +592,16 @@ class PostgresStorage:
 
     def _bound(self, conn: psycopg.Connection[Any], sql: str,
                args: tuple[Any, ...] | list[Any]) -> str:
-        """``sql`` with ``args`` bound as SQL literals (psycopg's client-side binding): as
-        ``EXECUTE`` of the statement prepared on this connection, once it is."""
-        literal = self._literal
-        if literal is None or literal.connection is not conn:
-            literal = self._literal = self._psycopg.ClientCursor(conn)
+        """``sql`` with ``args`` bound as SQL literals (client-side binding): as ``EXECUTE``
+        of the statement prepared on this connection, once it is."""
+        if self._bound_to is not conn:
+            self._bound_to = conn
             self._prepared = set()
         if sql in self._prepared:
-            return literal.mogrify(_execute_of(sql), args)
+            return _bind(_execute_of(sql), args)
         if sql not in _UNPREPARABLE and sql not in self._to_prepare:
             self._to_prepare.append(sql)
-        return literal.mogrify(sql, args)
+        return _bind(sql, args)
 
     def _prepare_pending(self) -> None:
         """Prepare (server side) the statements this connection ran for the first time, so
@@ -428,13 +609,12 @@ class PostgresStorage:
         between transactions; one round trip, a few times per connection."""
         pending, self._to_prepare = self._to_prepare, []
         conn = self._conn
-        if not pending or conn is None or conn.closed or self._literal is None \
-                or self._literal.connection is not conn:
+        if not pending or conn is None or conn.closed or self._bound_to is not conn:
             return
         psycopg = self._psycopg
         self.round_trips += 1
         try:
-            conn.execute("; ".join(_prepare_of(sql) for sql in pending))
+            run_query(conn, "; ".join(_prepare_of(sql) for sql in pending))
             self._prepared.update(pending)
             return
         except psycopg.OperationalError:
@@ -444,7 +624,7 @@ class PostgresStorage:
             pass
         for sql in pending:  # one of them cannot be prepared: find which, one at a time
             try:
-                conn.execute(_prepare_of(sql))
+                run_query(conn, _prepare_of(sql))
             except psycopg.OperationalError:
                 self._drop_connection()
                 return
@@ -454,10 +634,71 @@ class PostgresStorage:
                     continue
             self._prepared.add(sql)
 
-    def read_ahead(self, promise_ids: tuple[str, ...]) -> None:
+    def record_query(self, task_id: str, version: int, promise: Promise,
+                     now: int) -> tuple[bytes, int] | None:
+        """The one-round-trip form of ``task.fence`` (``task_id`` at ``version``) with a
+        ``promise.record`` of ``promise`` (settled, not armed, with no task) at ``now``:
+        ``BEGIN; INSERT ... WHERE <fence holds> ON CONFLICT DO NOTHING RETURNING; COMMIT`` as
+        one simple query, with the record's encoded size; ``None`` when it cannot be used
+        (no connection now, a transaction open, or the promise known to exist). The caller
+        sends it on ``connection()`` and reports with ``record_done`` (a row came back: the
+        engine would have answered exactly ``promise``) or ``record_failed``."""
+        conn = self._conn
+        if self._depth or conn is None or conn.closed or \
+                self._settled.get(promise.id) is not None:
+            return None
+        blob = _encode(promise)
+        statement = self._bound(conn, _RECORD, (
+            promise.id, promise.state, promise.tags.get(TAG_BRANCH), blob, task_id, version,
+            now))
+        self.statements += 3  # BEGIN, the insert, COMMIT
+        self.round_trips += 1
+        return f"{_BEGIN}; {statement}; COMMIT".encode(), len(blob)
+
+    def connection(self) -> psycopg.Connection[Any] | None:
+        """The open connection, if any (``None`` after it was lost)."""
+        conn = self._conn
+        return conn if conn is not None and not conn.closed else None
+
+    def record_done(self, promise: Promise, size: int) -> None:
+        """``record_query``'s statement inserted ``promise`` and committed: keep it cached."""
+        self._settled.put_all([(promise, size)])
+
+    def prepare_query(self) -> tuple[list[str], bytes] | None:
+        """The statements this connection ran unprepared so far and the ``PREPARE`` query
+        for them (``None``: nothing to prepare), for a caller that sends it itself between
+        transactions; it reports with ``prepared``."""
+        conn = self._conn
+        if not self._to_prepare or self._depth or conn is None or conn.closed or \
+                self._bound_to is not conn:
+            return None
+        pending, self._to_prepare = self._to_prepare, []
+        self.round_trips += 1
+        text = "; ".join(_prepare_of(sql) for sql in pending)
+        return pending, text.encode()
+
+    def prepared(self, statements: list[str], ok: bool) -> None:
+        """``prepare_query``'s statements are prepared (``ok``), or are to be prepared again
+        one at a time by the next transaction (it finds which one PostgreSQL refuses)."""
+        if ok:
+            self._prepared.update(statements)
+        else:
+            self._to_prepare.extend(s for s in statements if s not in self._to_prepare)
+
+    def record_failed(self, *, lost: bool) -> None:
+        """``record_query``'s statement inserted nothing or failed (``lost``: the connection
+        broke): forget what was bound to this connection, so the engine's path starts clean
+        (and reconnects)."""
+        if lost:
+            self._drop_connection()
+
+    def read_ahead(self, promise_ids: tuple[str, ...], branch: str | None = None) -> None:
         """Promise ids the next requests read: each transaction's first promise read fetches
-        them (with their tasks) in the same round trip. ``()`` forgets them."""
+        them (with their tasks) in the same round trip, and with ``branch`` the promises of
+        that branch too (``branch_promises`` answers it from them in that transaction).
+        ``()`` forgets them."""
         self._ahead = promise_ids
+        self._ahead_branch = branch
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -484,12 +725,13 @@ class PostgresStorage:
                 committing = True
                 queued, self._queued = self._queued, []
                 queued.append("COMMIT")  # with the queued writes: one round trip
-                self._connection().execute("; ".join(queued))
+                run_query(self._connection(), "; ".join(queued))
         except psycopg.Error as exc:
             self._end_failed()
             state = getattr(exc, "sqlstate", None)
             if state in _CONFLICT_STATES:
                 self._conflicts += 1
+                self.conflicts += 1
                 time.sleep(random.uniform(0, min(CONFLICT_BACKOFF_MAX,
                                                  0.001 * 2 ** min(self._conflicts, 6))))
                 raise TransactionConflict(f"serialization failure ({state})") from None
@@ -508,6 +750,8 @@ class PostgresStorage:
         self._seen.clear()
         self._tasks.clear()
         self._taken_listeners.clear()
+        self._branch_read = None
+        self._branch_rows = {}
         self._no_callbacks.clear()
         self._no_listeners.clear()
         if self._fresh:
@@ -525,6 +769,8 @@ class PostgresStorage:
         self._seen.clear()
         self._tasks.clear()
         self._taken_listeners.clear()
+        self._branch_read = None
+        self._branch_rows = {}
         self._no_callbacks.clear()
         self._no_listeners.clear()
         self._fresh = []
@@ -533,7 +779,7 @@ class PostgresStorage:
         conn = self._conn
         if began and conn is not None and not conn.closed:
             try:
-                conn.execute("ROLLBACK")
+                run_query(conn, "ROLLBACK")
             except self._psycopg.Error:
                 self._drop_connection()
         if self._to_prepare:
@@ -565,15 +811,28 @@ class PostgresStorage:
         if promise_id in seen:
             return seen[promise_id]
         ids = [promise_id]
+        branch = None
         if not self._ahead_used:  # the request's other promises come in the same round trip
             self._ahead_used = True
             settled = self._settled
             ids += [other for other in self._ahead
                     if other not in seen and other not in ids and settled.get(other) is None]
+            branch = self._ahead_branch
         tasks = self._tasks
+        rows = self._x(_READ, (ids,)).fetchall() if branch is None else \
+            self._x(_READ_BRANCH, (ids, branch)).fetchall()
+        if branch is not None:
+            self._branch_read = branch
+            self._branch_rows = members = {}
+            settled = self._settled
+            for pid, blob, _, _, _, state in rows:
+                if state is not None:
+                    kept = settled.get(pid) if state != "pending" else None
+                    members[pid] = kept if kept is not None else self._decoded(blob)
+            rows = [row for row in rows if row[5] is None]
         # Each promise comes with its task (the engine reads it next, mostly) and whether it
         # has callbacks and listeners (a settlement takes them).
-        for pid, blob, task, callbacks, listeners in self._x(_READ, (ids,)).fetchall():
+        for pid, blob, task, callbacks, listeners, _ in rows:
             seen[pid] = self._decoded(blob)
             if pid not in tasks:
                 tasks[pid] = None if task is None else _task(task)
@@ -621,6 +880,12 @@ class PostgresStorage:
                     "WHERE id = %s", (promise.state, blob, promise.id))
 
     def branch_promises(self, branch: str) -> list[Promise]:
+        if self._depth and branch == self._branch_read:  # read with the first read
+            members = dict(self._branch_rows)
+            for pid, p in self._seen.items():  # as written since, in this transaction
+                if p is not None and p.tags.get(TAG_BRANCH) == branch:
+                    members[pid] = p
+            return [members[pid] for pid in sorted(members)]
         settled = self._settled
         out = []
         for pid, state, blob in self._x(
@@ -805,8 +1070,10 @@ class PostgresStorage:
     _PUSH: Final = (
         "WITH pushed AS (INSERT INTO resonate_outbox "
         "(kind, ref, dest, address, mode, grp, pid, message) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (kind, ref, dest) {} RETURNING grp) "
-        "SELECT pg_notify('" + NOTIFY_CHANNEL + "', grp) FROM pushed WHERE grp IS NOT NULL"
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (kind, ref, dest) {} "
+        "RETURNING grp, mode, pid) "
+        "SELECT pg_notify('" + NOTIFY_CHANNEL + "', CASE WHEN mode = 'uni' "
+        "THEN grp || '/' || coalesce(pid, '') ELSE grp END) FROM pushed WHERE grp IS NOT NULL"
     )
     _PUSH_EXECUTE: Final = _PUSH.format(
         "DO UPDATE SET address = excluded.address, mode = excluded.mode, grp = excluded.grp, "

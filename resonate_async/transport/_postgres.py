@@ -11,12 +11,13 @@ Push messages cross processes through the outbox table: this transport claims th
 subscribers want (anycast ``poll://any@group`` for the groups it has workers in, unicast
 ``poll://uni@group/pid`` for its own pids) with ``DELETE ... FOR UPDATE SKIP LOCKED``, so each
 row reaches exactly one process. ``LISTEN resonate_outbox`` wakes it when a row is committed
-(the payload is the group), with a polling fallback every ``poll_interval`` seconds. A message
-claimed by a process that dies before delivering it is lost, and the task's retry timeout (or
-its lease) brings the work back; unblocks can be lost the same way, so ``delivers_all`` is
-``False`` and clients re-register their listeners, as over HTTP. Rows nobody claims (a group
-with no live worker, a dead pid) are replaced in place (one execute per task) and purged after
-``max(2 × retry timeout, 60 s)``.
+(the payload is the group of an anycast, ``group/pid`` of a unicast: a process wakes for
+the groups it takes work for and its own pids), with a polling fallback every
+``poll_interval`` seconds. A message claimed by a process that dies before delivering it is
+lost, and the task's retry timeout (or its lease) brings the work back; unblocks can be lost
+the same way, so ``delivers_all`` is ``False`` and clients re-register their listeners, as
+over HTTP. Rows nobody claims (a group with no live worker, a dead pid) are replaced in place
+(one execute per task) and purged after ``max(2 × retry timeout, 60 s)``.
 
 Timers run in every process: each checks the earliest deadline, and fires what is due in
 transactions that take a transaction-scoped advisory lock first, so one process fires at a
@@ -48,16 +49,26 @@ from resonate_async.engine._postgres import (
     connect,
     import_psycopg,
 )
+from resonate_async.engine._rules import create_problem
 from resonate_async.protocol import (
+    TAG_BRANCH,
+    TAG_TARGET,
+    TAG_TIMER,
+    ActionResult,
     Execute,
+    FenceRecord,
+    FenceResult,
     Message,
+    Promise,
     PromiseCreate,
     PromiseGet,
     PromiseRegisterCallback,
     PromiseRegisterListener,
+    PromiseResult,
     PromiseSettle,
     Request,
     Response,
+    ResponseHead,
     TaskAcquire,
     TaskContinue,
     TaskCreate,
@@ -113,6 +124,44 @@ def promises_read(request: Request) -> tuple[str, ...]:
     return ()
 
 
+_COMMAND_OK: Final = 1  # psycopg.pq.ExecStatus and ConnStatus / TransactionStatus values
+_TUPLES_OK: Final = 2
+_FATAL_ERROR: Final = 7
+_CONN_OK: Final = 0
+_IN_ERROR: Final = 3
+
+
+async def _simple_query(pgconn: Any, query: bytes) -> list[Any]:
+    """Send ``query`` (a simple query, maybe several statements) on the idle nonblocking
+    libpq connection ``pgconn`` and collect its results, waiting for the socket on the event
+    loop (asyncio or trio) instead of in a thread. psycopg errors (a broken connection)
+    propagate."""
+    fd = pgconn.socket
+    pgconn.send_query(query)
+    while pgconn.flush():
+        await anyio.wait_writable(fd)
+    results: list[Any] = []
+    while True:
+        pgconn.consume_input()
+        while not pgconn.is_busy():
+            res = pgconn.get_result()
+            if res is None:
+                return results
+            results.append(res)
+        await anyio.wait_readable(fd)
+
+
+def branch_read(request: Request) -> str | None:
+    """The branch whose promises the engine likely reads for ``request`` (a claim's preload:
+    a root's branch is its own id), fetched with the transaction's first read; a wrong guess
+    costs the branch's own query, as without it."""
+    if isinstance(request, TaskCreate):
+        return request.action.data.tags.get(TAG_BRANCH)
+    if isinstance(request, TaskAcquire):
+        return request.id
+    return None
+
+
 def _reason(exc: BaseException) -> str:
     """A driver error's text on one line, credentials hidden."""
     return redact(" ".join(str(exc).split()))
@@ -142,7 +191,8 @@ class PostgresTransport:
     requests in parallel (one more listens for notifications); ``poll_interval`` (seconds)
     bounds how long a message or a deadline written by another process can go unnoticed when
     a notification is missed. ``retry_timeout`` (ms) is the engine's task retry timeout:
-    give every process on one database the same value.
+    give every process on one database the same value. ``retry_for`` (seconds, default 30;
+    0 tries once) is how long opening the transport keeps trying to reach PostgreSQL.
     """
 
     delivers_all = False  # a message claimed by a process that dies is lost (see module doc)
@@ -152,12 +202,16 @@ class PostgresTransport:
     def __init__(self, dsn: str, *, clock: Clock | None = None, migrate: bool = True,
                  pool_size: int = 4, poll_interval: float = 1.0,
                  retry_timeout: int = DEFAULT_RETRY_TIMEOUT,
-                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+                 cache_bytes: int = DEFAULT_CACHE_BYTES, retry_for: float = 30.0) -> None:
         if not isinstance(pool_size, int) or pool_size < 1:
             raise ValueError(f"pool_size must be an int >= 1 (connections that serve "
                              f"requests), got {pool_size!r}")
         if not poll_interval > 0:
             raise ValueError(f"poll_interval must be > 0 seconds, got {poll_interval!r}")
+        if isinstance(retry_for, bool) or not isinstance(retry_for, (int, float)) \
+                or not retry_for >= 0:
+            raise ValueError(f"retry_for must be >= 0 seconds (0: try to connect once), got "
+                             f"{retry_for!r}")
         import_psycopg()  # fail here, with the install hint, not at the first request
         self.dsn = dsn
         self.shown = redact(dsn)
@@ -165,6 +219,7 @@ class PostgresTransport:
         self.migrate = migrate
         self.pool_size = pool_size
         self.poll_interval = poll_interval
+        self.retry_for = float(retry_for)
         self.retry_timeout = retry_timeout
         self.purge_after = max(2 * retry_timeout / 1000, 60.0)
         self.fence_preload = False  # the SDK keeps its own cache of a branch
@@ -180,9 +235,13 @@ class PostgresTransport:
         self._listening: anyio.Event | None = None
         self._wake_delivery: anyio.Event | None = None
         self._notified = False
-        self._groups: frozenset[str] = frozenset()  # read by the driver's notify handler
+        # The notification payloads this process claims for (read by the notify handler):
+        # the groups it takes work for (anycast) and "group/pid" of its subscribers (unicast).
+        self._groups: frozenset[str] = frozenset()
         self._wake_timers: anyio.Event | None = None
         self._timers_at = math.inf
+        self._timers_failing = False  # warned that the timer loop cannot reach PostgreSQL
+        self._listen_failing = False  # warned that the listening connection failed
 
     # lifecycle --------------------------------------------------------------------------------
     async def __aenter__(self) -> PostgresTransport:
@@ -190,7 +249,7 @@ class PostgresTransport:
         if self._owners > 1:
             return self
         try:
-            first = await anyio.to_thread.run_sync(self._new_engine)
+            first = await self._first_engine()
             self._engines = [first]
             self._free = [first]
             self._slots = anyio.Semaphore(self.pool_size)
@@ -223,6 +282,28 @@ class PostgresTransport:
         self._subscribers.clear()
         self._close_engines()
 
+    async def _first_engine(self) -> Engine:
+        """The pool's first engine: its connection retried with backoff for ``retry_for``
+        seconds while PostgreSQL cannot be reached (a database that starts with the app,
+        or restarts), then ``TransportError`` saying for how long it tried."""
+        deadline = anyio.current_time() + self.retry_for
+        delay, attempt = 0.05, 0
+        while True:
+            attempt += 1
+            try:
+                return await anyio.to_thread.run_sync(self._new_engine)
+            except TransportError as exc:
+                left = deadline - anyio.current_time()
+                if left <= 0:
+                    raise TransportError(
+                        f"{exc} (tried {attempt} times for {self.retry_for:g} s; allow longer "
+                        "with PostgresTransport(retry_for=...))") from None
+                if attempt == 1:
+                    log.warning("postgres_connect_retrying", url=self.shown,
+                                error=_reason(exc), retry_for_s=self.retry_for)
+                await anyio.sleep(min(delay, left))
+                delay = min(delay * 2, 1.0)
+
     def _close_engines(self) -> None:
         for engine in self._engines:
             engine.close()
@@ -236,18 +317,25 @@ class PostgresTransport:
                                   cache=self._cache)
         return Engine(storage, retry_timeout=self.retry_timeout)
 
-    async def _run(self, work: Callable[[Engine], T]) -> T:
-        """Run ``work`` on a free engine of the pool, in a worker thread (never abandoned)."""
+    def _pool(self) -> anyio.Semaphore:
         slots = self._slots
         if slots is None or self._tg is None:
             raise NotStartedError(f"the PostgresTransport to {self.shown} is not open; enter "
                                   "it first with `async with transport:`")
-        async with slots:
-            if self._free:
-                engine = self._free.pop()
-            else:
-                engine = await anyio.to_thread.run_sync(self._new_engine)
-                self._engines.append(engine)
+        return slots
+
+    async def _engine(self) -> Engine:
+        """A free engine of the pool (the caller holds a slot), opened if none is free."""
+        if self._free:
+            return self._free.pop()
+        engine = await anyio.to_thread.run_sync(self._new_engine)
+        self._engines.append(engine)
+        return engine
+
+    async def _run(self, work: Callable[[Engine], T]) -> T:
+        """Run ``work`` on a free engine of the pool, in a worker thread (never abandoned)."""
+        async with self._pool():
+            engine = await self._engine()
             try:
                 return await anyio.to_thread.run_sync(work, engine)
             finally:
@@ -257,12 +345,17 @@ class PostgresTransport:
     async def send(self, request: Request) -> Response:
         """Run ``request`` as one engine request (one transaction) and wake what it touched."""
         clock, preload = self.clock, self.fence_preload
+        if type(request) is TaskFence and type(request.action) is FenceRecord and not preload:
+            recorded = await self._record(request)
+            if recorded is not None:
+                return recorded
 
         ahead = promises_read(request)
+        branch = branch_read(request)
 
         def execute(engine: Engine) -> tuple[Response, bool, int | None]:
             storage: PostgresStorage = engine.storage  # type: ignore[assignment]
-            storage.read_ahead(ahead)
+            storage.read_ahead(ahead, branch)
             try:
                 response = engine.execute(request, clock.now_ms(), fence_preload=preload)
             finally:
@@ -276,6 +369,73 @@ class PostgresTransport:
         if deadline is not None and deadline < self._timers_at and self._wake_timers is not None:
             self._wake_timers.set()
         return response
+
+    async def _record(self, request: TaskFence) -> Response | None:
+        """A local step's ``task.fence`` + ``promise.record`` in one round trip, sent from
+        the event loop (no worker thread): one statement inserts the settled promise if the
+        fence holds (see ``PostgresStorage.record_query``). ``None`` when it inserted nothing
+        (the promise exists, the fence fails, the task's promise is due), failed or could not
+        be tried: the engine's general path then answers, so every answer is the engine's.
+        Never cut in half by a cancellation (shielded, as a worker thread is never
+        abandoned)."""
+        action = request.action
+        assert isinstance(action, FenceRecord)
+        data = action.data
+        if (data.id == request.id or TAG_TARGET in data.tags or TAG_TIMER in data.tags
+                or create_problem(data)):
+            return None  # the engine refuses it: its answer says why
+        async with self._pool():
+            engine = await self._engine()
+            try:
+                with anyio.CancelScope(shield=True):
+                    recorded = await self._record_on(engine, request, action)
+            finally:
+                self._free.append(engine)
+        return recorded
+
+    async def _record_on(self, engine: Engine, request: TaskFence,
+                         action: FenceRecord) -> Response | None:
+        storage: PostgresStorage = engine.storage  # type: ignore[assignment]
+        now = engine._clamp(self.clock.now_ms())
+        data = action.data
+        if now >= data.timeout_at:
+            return None  # created timed out: the engine's path (rare)
+        promise = Promise(data.id, action.state, data.param, action.value, data.tags,
+                          data.timeout_at, now, now)  # exactly as the engine records it
+        query = storage.record_query(request.id, request.version, promise, now)
+        conn = storage.connection()
+        if query is None or conn is None:
+            return None
+        text, size = query
+        psycopg = import_psycopg()
+        pgconn = conn.pgconn
+        try:
+            results = await _simple_query(pgconn, text)
+            if any(r.status == _FATAL_ERROR for r in results) and \
+                    pgconn.transaction_status == _IN_ERROR:
+                await _simple_query(pgconn, b"ROLLBACK")
+        except psycopg.Error:  # the connection broke (at COMMIT: the engine's path finds out)
+            storage.record_failed(lost=True)
+            return None
+        inserted = len(results) == 3 and results[2].status == _COMMAND_OK and \
+            results[1].status == _TUPLES_OK and results[1].ntuples == 1
+        if not inserted:
+            storage.record_failed(lost=pgconn.status != _CONN_OK)
+            return None
+        storage.record_done(promise, size)
+        prepare = storage.prepare_query()
+        if prepare is not None:  # the first time on this connection: EXECUTE it from now on
+            statements, text = prepare
+            try:
+                done = await _simple_query(pgconn, text)
+                ok = all(r.status == _COMMAND_OK for r in done)
+            except psycopg.Error:
+                ok = False
+            storage.prepared(statements, ok)
+            if pgconn.status != _CONN_OK:
+                storage.record_failed(lost=True)
+        result = ActionResult("promise.record", ResponseHead("", 200), PromiseResult(promise))
+        return Response(200, FenceResult(result, []))
 
     async def call(self, work: Callable[[Engine], T]) -> T:
         """Run ``work(engine)`` on an engine of the pool in a worker thread (never abandoned),
@@ -315,7 +475,7 @@ class PostgresTransport:
         send, receive = anyio.create_memory_object_stream[Message](math.inf)
         self._subscribers[(group, pid)] = _Subscriber(group, pid, accepts_work, send,
                                                       on_connect)
-        self._groups = frozenset(g for g, _ in self._subscribers)
+        self._groups = self._payloads()
         if self._listening is not None and self._listening.is_set() and on_connect is not None:
             on_connect()
         if self._wake_delivery is not None:
@@ -336,7 +496,12 @@ class PostgresTransport:
         sub = self._subscribers.pop((group, pid), None)
         if sub is not None:
             sub.stream.close()
-            self._groups = frozenset(g for g, _ in self._subscribers)
+            self._groups = self._payloads()
+
+    def _payloads(self) -> frozenset[str]:
+        subs = self._subscribers.values()
+        return frozenset([*(s.group for s in subs if s.accepts_work),
+                          *(f"{s.group}/{s.pid}" for s in subs)])
 
     # delivery ---------------------------------------------------------------------------------
     async def _deliver_forever(self) -> None:
@@ -344,12 +509,13 @@ class PostgresTransport:
         while True:
             try:
                 await self._listen_and_deliver()
-            except import_psycopg().Error as exc:
-                log.warning("postgres_listen_failed", url=self.shown,
-                            error=_reason(exc), retry_in_s=delay)
-            except (OSError, TransportError) as exc:  # the socket went away; cannot connect
-                log.warning("postgres_listen_failed", url=self.shown, error=_reason(exc),
-                            retry_in_s=delay)
+            except (import_psycopg().Error, OSError, TransportError) as exc:
+                # the socket went away, or PostgreSQL cannot be reached: said once, then
+                # quiet until the listening connection is back
+                (log.debug if self._listen_failing else log.warning)(
+                    "postgres_listen_failed", url=self.shown, error=_reason(exc),
+                    retry_in_s=delay)
+                self._listen_failing = True
             listen, self._listen = self._listen, None
             if listen is not None:  # it was connected: a new failure, start the backoff again
                 listen.close()
@@ -366,6 +532,9 @@ class PostgresTransport:
 
         conn = await anyio.to_thread.run_sync(open_listen)
         self._listen = conn
+        if self._listen_failing:
+            self._listen_failing = False
+            log.info("postgres_listen_recovered", url=self.shown)
         listening = self._listening
         assert listening is not None
         if listening.is_set():  # a reconnection: messages claimed meanwhile may be lost
@@ -393,13 +562,20 @@ class PostgresTransport:
             if len(claimed) == CLAIM_BATCH or self._notified:
                 await anyio.lowlevel.checkpoint()
                 continue
-            await self._wait_for_work(fd, self._wake_delivery)
-            self._consume_notifies(conn)
+            # Until a notification names what this process claims for, it wrote or
+            # subscribed (wake), or the poll is due: other notifications are read and let go.
+            wake = self._wake_delivery
+            poll_at = anyio.current_time() + self.poll_interval
+            while True:
+                await self._wait_for_work(fd, wake, poll_at - anyio.current_time())
+                self._consume_notifies(conn)
+                if self._notified or wake.is_set() or anyio.current_time() >= poll_at:
+                    break
 
-    async def _wait_for_work(self, fd: int, wake: anyio.Event) -> None:
+    async def _wait_for_work(self, fd: int, wake: anyio.Event, seconds: float) -> None:
         """Until the listening socket has input (a notification), ``wake`` is set (this
-        process wrote or subscribed) or ``poll_interval`` passes."""
-        with anyio.move_on_after(self.poll_interval):
+        process wrote or subscribed) or ``seconds`` pass."""
+        with anyio.move_on_after(seconds):
             async with anyio.create_task_group() as waiters:
                 async def readable() -> None:
                     await anyio.wait_readable(fd)
@@ -483,22 +659,38 @@ class PostgresTransport:
             try:
                 due = await self._run(lambda engine: engine.next_due())
                 now = clock.now_ms()
+                if self._timers_failing:
+                    self._timers_failing = False
+                    log.info("postgres_timers_recovered", url=self.shown)
                 if due is not None and due <= now:
                     await self._run(lambda engine: engine.tick(clock.now_ms()))
                     await anyio.lowlevel.checkpoint()
                     continue
             except (import_psycopg().Error, TransportError) as exc:
-                log.warning("postgres_timers_failed", url=self.shown,
-                            error=_reason(exc))
+                # said once, then quiet until PostgreSQL answers again (a restart)
+                (log.debug if self._timers_failing else log.warning)(
+                    "postgres_timers_failed", url=self.shown, error=_reason(exc))
+                self._timers_failing = True
                 due, now = None, clock.now_ms()
             except NotStartedError:
                 return
             self._wake_timers = anyio.Event()
-            self._timers_at = math.inf if due is None else due
             # Deadlines written by other processes are seen at the next poll at the latest.
             wait = self.poll_interval if due is None else \
                 min(self.poll_interval, (due - now) / 1000)
+            # When it looks next: only a deadline this process writes before then wakes it
+            # (a lease or retry timer further out is found by that look, at no cost now).
+            self._timers_at = now + wait * 1000
             await clock.wait(self._wake_timers, wait)
+
+    def counters(self) -> dict[str, int]:
+        """What this transport's connections did so far, for measurements: ``round_trips``
+        (waits for the server), ``statements`` and ``conflicts`` (transactions run again
+        after a serialization failure)."""
+        storages: list[PostgresStorage] = [e.storage for e in self._engines]  # type: ignore[misc]
+        return {"round_trips": sum(s.round_trips for s in storages),
+                "statements": sum(s.statements for s in storages),
+                "conflicts": sum(s.conflicts for s in storages)}
 
     def __repr__(self) -> str:
         return f"PostgresTransport({self.shown!r})"

@@ -8,6 +8,7 @@ import json
 import anyio
 import pytest
 
+from resonate_async import NotFoundError
 from tests.cli.conftest import Cli, app
 from tests.cli.test_db_commands import TREE
 
@@ -22,8 +23,14 @@ def url(pg_dsn: str) -> str:
             await resonate.run("order-1", "flow", 3)
             with anyio.fail_after(30):
                 await ready.wait()
-                # notify ran; its step is settled just after: wait for that, not for luck
-                while (await resonate.promises.get("order-1:6")).pending:
+                # notify ran; its step is recorded just after (created settled, or created
+                # and then settled): wait for that, not for luck
+                while True:
+                    try:
+                        if not (await resonate.promises.get("order-1:6")).pending:
+                            break
+                    except NotFoundError:  # not recorded yet
+                        pass
                     await anyio.sleep(0.01)
 
     anyio.run(prepare)

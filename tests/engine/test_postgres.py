@@ -206,3 +206,29 @@ def test_a_postgres_url_picks_the_postgres_transport(monkeypatch: pytest.MonkeyP
     transport = Resonate().transport
     assert isinstance(transport, PostgresTransport)
     assert "pw" not in repr(transport)
+
+
+def test_ticks_while_the_database_is_unreachable_warn_once_then_say_it_recovered(
+        pg_dsn: str, events: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    import resonate_async.engine._postgres as module
+    from tests.transport.test_postgres_connect import _free_port, _on_port
+
+    monkeypatch.setattr(module, "RECONNECT_FOR", 0.2)  # how long each tick tries to reconnect
+    storage = PostgresStorage(pg_dsn)
+    engine = Engine(storage)
+    try:
+        storage.dsn = _on_port(pg_dsn, _free_port())  # where nothing listens
+        storage.close()
+        for _ in range(3):
+            engine.tick(T0)
+        said = [e["event"] for e in events if e["event"].startswith("engine_tick")]
+        assert said == ["engine_tick_unreachable"]  # once, and no traceback per tick
+        [warning] = [e for e in events if e["event"] == "engine_tick_unreachable"]
+        assert warning["log_level"] == "warning" and "cannot connect" in warning["error"]
+        storage.dsn = pg_dsn
+        engine.tick(T0)
+        engine.tick(T0)
+        said = [e["event"] for e in events if e["event"].startswith("engine_tick")]
+        assert said == ["engine_tick_unreachable", "engine_tick_recovered"]
+    finally:
+        engine.close()

@@ -187,3 +187,39 @@ async def test_timers_fire_once_with_three_processes_ticking(pg_dsn: str) -> Non
         for r in roots:
             task = (await a.send(req("task.get", {"id": r}))).data.task
             assert (task.state, task.resumes) == ("pending", 1)
+
+
+async def test_a_unicast_wakes_only_the_process_it_is_for(pg_dsn: str) -> None:
+    async with processes(pg_dsn, 3, poll_interval=60.0) as (a, b, writer):
+        claims = {"a": 0}
+        claim = a._claim
+
+        def counted(conn: Any, args: Any) -> Any:
+            claims["a"] += 1
+            return claim(conn, args)
+
+        a._claim = counted  # type: ignore[method-assign]
+        got: list[Message] = []
+        async with anyio.create_task_group() as tg:
+            a.subscribe("g", "pid-a")  # a worker of the same group
+            await a.wait_subscribed("g", "pid-a")
+            tg.start_soon(collect, b.subscribe("g", "pid-b", accepts_work=False), got)
+            await b.wait_subscribed("g", "pid-b")
+            await anyio.sleep(0.3)  # a's first claims (at start, at subscribe) are done
+            before = claims["a"]
+            promise = req("promise.create", {"id": "ext", "timeoutAt": NOW() + HOUR,
+                                             "tags": {"resonate:external": "true"}})
+            assert (await writer.send(promise)).status == 200
+            listen = req("promise.register_listener",
+                         {"awaited": "ext", "address": "poll://uni@g/pid-b"})
+            assert (await writer.send(listen)).status == 200
+            settle = req("promise.settle", {"id": "ext", "state": "resolved"})
+            assert (await writer.send(settle)).status == 200
+            with anyio.fail_after(30):  # by notification: the poll is a minute away
+                while not got:
+                    await anyio.sleep(0.02)
+            await anyio.sleep(0.3)
+            tg.cancel_scope.cancel()
+        assert claims["a"] == before  # a's group was notified, but not for a
+        [message] = got
+        assert isinstance(message, Unblock) and message.promise.id == "ext"
