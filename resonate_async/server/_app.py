@@ -16,7 +16,7 @@ so do the web view's page and script (they hold no data; its JSON endpoints need
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
@@ -188,29 +188,48 @@ class DevApp:
         if body is None:
             await _respond(send, 413, b"Payload Too Large", _TEXT)
             return
-        if self._token is not None:
-            refusal = self._unauthorized(body)
-            if refusal is not None:
-                await _respond(send, 401, refusal, _JSON)
-                return
         if self._shared is not None:
+            if self._token is not None:
+                refusal = self._unauthorized(body)
+                if refusal is not None:
+                    await _respond(send, 401, refusal, _JSON)
+                    return
             answer = await self._shared_handle(self._shared, scope, body)
             await _respond(send, _status(answer), answer, _JSON)
             return
+        status, answer = self.answer_now(scope["headers"], body)
+        await _respond(send, status, answer, _JSON)
+
+    @property
+    def answers_now(self) -> bool:
+        """Whether ``POST /`` is answered without waiting (``answer_now``): true unless the
+        engine is a shared database's (``shared=``), whose requests run in worker threads."""
+        return self._shared is None
+
+    def answer_now(self, headers: Iterable[tuple[bytes, bytes]],
+                   body: bytes) -> tuple[int, bytes]:
+        """The HTTP status and the answer envelope to a ``POST /`` with ``body`` (at most
+        ``max_body`` bytes) and request ``headers`` (lower-case names), on this process's
+        engine (not with ``shared=``; see ``answers_now``). The server's fast path for
+        ``POST /`` calls it directly; the ASGI route does the same."""
+        if self._token is not None:
+            refusal = self._unauthorized(body)
+            if refusal is not None:
+                return 401, refusal
         now = self.clock.now_ms()
         parts = split_heartbeat(body) if self.extensions else None
         if parts is None:
             answer = self.engine.handle(
-                body, now, fence_preload=not self.extensions or _wants_fence_preload(scope))
+                body, now, fence_preload=not self.extensions or _wants_fence_preload(headers))
         else:
             answer = handle_split(parts, lambda part: self.engine.handle(part, now))
         self._after_write()
-        await _respond(send, _status(answer), answer, _JSON)
+        return _status(answer), answer
 
     async def _shared_handle(self, shared: PostgresTransport, scope: Scope,
                              body: bytes) -> bytes:
         clock, extensions = self.clock, self.extensions
-        preload = not extensions or _wants_fence_preload(scope)
+        preload = not extensions or _wants_fence_preload(scope["headers"])
         parts = split_heartbeat(body) if extensions else None
 
         def handle(engine: Engine) -> bytes:
@@ -368,12 +387,12 @@ async def _respond(send: Send, status: int, body: bytes,
 FENCE_PRELOAD_HEADER = b"resonate-fence-preload"
 
 
-def _wants_fence_preload(scope: Scope) -> bool:
+def _wants_fence_preload(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     """Every ``task.fence`` answer carries the branch's whole preload (protocol.md §6), which
     makes a long execution quadratic over HTTP. A client that keeps its own cache (ours) sends
     ``Resonate-Fence-Preload: omit`` and gets ``preload: []`` instead; any other client, and
     the Resonate server (which ignores the header), keep the protocol's behaviour."""
-    for name, value in scope["headers"]:
+    for name, value in headers:
         if name == FENCE_PRELOAD_HEADER:
             return bool(value.strip().lower() != b"omit")
     return True

@@ -236,6 +236,17 @@ async def test_a_cancelled_request_does_not_leave_its_answer_to_the_next_one() -
     assert server.connections == 2
 
 
+async def test_nothing_is_sent_from_a_cancelled_scope(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_h1, "IDLE_REUSE", 3600.0)
+    async with serving() as server, transport(server.url) as t:
+        assert (await t.send(PromiseGet("p1"))).status == 404  # a connection is open, idle
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await t.send(TaskAcquire("t1", 0, "pid", 60_000))
+        assert (await t.send(PromiseGet("p2"))).status == 404
+    assert [s.body["kind"] for s in server.seen] == ["promise.get", "promise.get"]
+
+
 # -- answers in every shape HTTP/1.1 allows ----------------------------------------------------
 
 
@@ -286,6 +297,55 @@ async def test_a_large_answer_is_read_whole() -> None:
 
     async with serving(large) as server, transport(server.url) as t:
         assert (await t.send(PromiseGet("p1"))).data == big
+
+
+async def test_bytes_after_an_answer_keep_its_connection_from_being_reused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_h1, "IDLE_REUSE", 3600.0)
+
+    async def with_stray_bytes(seen: Seen) -> bytes:  # an answer, then the start of another
+        return http(200, envelope(seen, 200, {"promise": record(seen.body["data"]["id"])})) + \
+            b"HTTP/1.1 200 OK\r\n"
+
+    async with serving(with_stray_bytes) as server, transport(server.url) as t:
+        for pid in ("p1", "p2", "p3"):
+            answer = await t.send(PromiseGet(pid))
+            assert answer.data.promise.id == pid  # type: ignore[union-attr]
+    assert server.connections == 3
+    assert len(server.seen) == 3  # each sent once: no answer was read from the stray bytes
+
+
+_SHAPES = {
+    "content-length": (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", b"hello", True),
+    "chunked, with an extension and trailers": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3;x=1\r\nhel\r\n2\r\nlo\r\n0\r\nX-T: 1\r\n\r\n", b"hello", True),
+    "an interim 100 first": (
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno",
+        b"no", True),
+    "no content (204), HTTP/1.0 without keep-alive": (
+        b"HTTP/1.0 204 No Content\r\n\r\n", b"", False),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(_SHAPES))
+def test_an_answer_arriving_one_byte_at_a_time_is_parsed_whole(shape: str) -> None:
+    raw, content, keep_alive = _SHAPES[shape]
+    parser = _h1._Response()
+    answers = [answer for i in range(len(raw)) if (answer := parser.feed(raw[i:i + 1]))]
+    assert answers == [(int(raw.rsplit(b"HTTP/1.", 1)[1][2:5]), content, keep_alive)]
+    assert not parser.buffer
+
+
+def test_an_answer_without_length_ends_with_the_connection_only() -> None:
+    parser = _h1._Response()
+    assert parser.feed(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npart 1, ") is None
+    assert parser.feed(b"part 2") is None
+    assert parser.eof() == (200, b"part 1, part 2", False)
+    cut_short = _h1._Response()
+    assert cut_short.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf") is None
+    with pytest.raises(anyio.EndOfStream):
+        cut_short.eof()
 
 
 # -- failures, classified ------------------------------------------------------------------------
