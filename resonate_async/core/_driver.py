@@ -30,6 +30,7 @@ from resonate_async._errors import (
     ResonateError,
 )
 from resonate_async._retry import RetryPolicy
+from resonate_async._slots import take
 from resonate_async._tracing import execution_span
 from resonate_async.core import _threads
 from resonate_async.core._execution import (
@@ -247,10 +248,7 @@ class Worker:
     async def run_claimed(self, claim: Claim) -> None:
         """Drive a task this process claimed itself (``task.create``), within the cap."""
         limiter = self.limiter
-        try:
-            limiter.acquire_nowait()  # a free slot: taken without a loop turn
-        except anyio.WouldBlock:
-            await limiter.acquire()
+        await take(limiter)  # a free slot: taken without a loop turn
         try:
             await self.run_claim(claim)
         finally:

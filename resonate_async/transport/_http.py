@@ -49,6 +49,7 @@ from resonate_async._errors import (
     TransportError,
 )
 from resonate_async._redact import redact
+from resonate_async._slots import take
 from resonate_async._token import token_problem
 from resonate_async.protocol import (
     Empty,
@@ -291,11 +292,7 @@ class HttpTransport:
                     # As ``async with limiter`` would: nothing is sent from a cancelled scope;
                     # but a free slot is taken without a pass through the event loop.
                     await anyio.lowlevel.checkpoint_if_cancelled()
-                    # (Asked first: anyio 4.11 on trio raises trio's own WouldBlock there.)
-                    if limiter.available_tokens >= 1:
-                        limiter.acquire_nowait()
-                    else:
-                        await limiter.acquire()
+                    await take(limiter)
                     try:
                         answer = await lean.post(body)
                     finally:

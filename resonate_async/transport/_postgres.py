@@ -313,8 +313,14 @@ class PostgresTransport:
             listen.close()
 
     def _new_engine(self) -> Engine:
-        storage = PostgresStorage(self.dsn, migrate=self.migrate and not self._engines,
-                                  cache=self._cache)
+        try:
+            storage = PostgresStorage(self.dsn, migrate=self.migrate and not self._engines,
+                                      cache=self._cache)
+        except import_psycopg().Error as exc:
+            # connected, then lost while checking the schema (a restart): as unreachable,
+            # so the caller sees a platform failure, not a driver error out of a worker
+            raise TransportError(f"PostgreSQL at {self.shown} failed while opening a "
+                                 f"connection: {_reason(exc)}") from None
         return Engine(storage, retry_timeout=self.retry_timeout)
 
     def _pool(self) -> anyio.Semaphore:

@@ -88,3 +88,29 @@ async def test_retry_for_zero_tries_once_and_says_how_to_wait_longer(pg_dsn: str
 def test_a_negative_retry_for_is_refused_with_what_to_give() -> None:
     with pytest.raises(ValueError, match=r"retry_for must be >= 0 seconds"):
         PostgresTransport("postgresql://u@127.0.0.1:1/db", retry_for=-1)
+
+
+async def test_a_connection_lost_while_opening_is_a_transport_error_and_then_retried(
+        pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL restarting between the connect and the schema check: the request fails as
+    unreachable (a platform failure the worker handles), never with a raw driver error that
+    would end a worker process; the next request opens a connection again."""
+    import psycopg
+
+    from resonate_async.transport import _postgres
+
+    real = _postgres.PostgresStorage
+    failures = [psycopg.OperationalError("server closed the connection unexpectedly")]
+
+    def flaky(*args: object, **kwargs: object) -> object:
+        if failures:
+            raise failures.pop()
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    async with PostgresTransport(pg_dsn) as transport:
+        transport._free.clear()  # the next request opens a connection of its own
+        monkeypatch.setattr(_postgres, "PostgresStorage", flaky)
+        with pytest.raises(TransportError, match="failed while opening a connection"):
+            await transport.send(PromiseGet("p"))
+        answer = await transport.send(PromiseGet("p"))
+        assert answer.status == 404
