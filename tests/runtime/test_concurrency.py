@@ -20,6 +20,7 @@ from resonate_async import (
     Resonate,
 )
 from resonate_async.testing import check_replay
+from tests.runtime._waits import exists
 
 # retries ------------------------------------------------------------------------------------
 
@@ -656,7 +657,7 @@ async def test_the_worker_stops_a_cancelled_execution_within_a_heartbeat(
             await started.wait()
             # a step shows (pending) once it has run for half a lease; from then on the
             # cancel reaches it (tests/runtime/test_step_writes.py: before then)
-            while not await _exists(resonate, f"{root}:1"):
+            while not await exists(resonate, f"{root}:1"):
                 await anyio.sleep(0.02)
         await handle.cancel()  # a root handle: the same as resonate.promises.cancel(root)
         with anyio.fail_after(20):  # half a lease (0.5 s) here, bounded loosely for load
@@ -665,11 +666,3 @@ async def test_the_worker_stops_a_cancelled_execution_within_a_heartbeat(
             await handle
         assert (await resonate.promises.get(f"{root}:1")).state == "rejected_canceled"
     assert after == []
-
-
-async def _exists(resonate: Resonate, promise_id: str) -> bool:
-    try:
-        await resonate.promises.get(promise_id)
-    except NotFoundError:
-        return False
-    return True

@@ -25,6 +25,7 @@ from resonate_async.protocol import (
     TaskFence,
 )
 from resonate_async.transport import WrappedTransport
+from tests.runtime._waits import until_exists
 
 Connect = Callable[..., Resonate]
 
@@ -119,13 +120,8 @@ async def test_a_long_running_step_shows_pending_while_it_runs(
     root = uid("visible")
     async with resonate:
         handle = await resonate.run(root, flow)
-        with anyio.fail_after(20):  # within a lease and a half (ttl 1 s)
-            while True:
-                try:
-                    p = await resonate.promises.get(f"{root}:1")
-                    break
-                except NotFoundError:
-                    await anyio.sleep(0.02)
+        await until_exists(resonate, f"{root}:1")  # within a lease and a half (ttl 1 s)
+        p = await resonate.promises.get(f"{root}:1")
         assert p.state == "pending"
         assert p.tags["resonate:parent"] == root
         release.set()

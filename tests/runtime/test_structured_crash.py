@@ -24,6 +24,7 @@ from resonate_async._errors import TransportError
 from resonate_async.protocol import Request, Response
 from resonate_async.testing import VirtualClock, check_replay
 from resonate_async.transport import WrappedTransport
+from tests.runtime._waits import until_exists
 
 Connect = Callable[..., Resonate]
 SLACK_MS = 20
@@ -167,17 +168,6 @@ async def test_promise_data_is_the_same_param_after_a_crash(resonate: Resonate) 
 # a worker that stops or dies, and another that carries on -----------------------------------
 
 
-async def _until_exists(resonate: Resonate, *promise_ids: str) -> None:
-    with anyio.fail_after(20):
-        for promise_id in promise_ids:
-            while True:
-                try:
-                    await resonate.promises.get(promise_id)
-                    break
-                except NotFoundError:
-                    await anyio.sleep(0.01)
-
-
 def _retrying_apps(connect: Connect, policy: Constant, timeout: float,
                    attempts: list[tuple[str, float]]) -> tuple[Resonate, Resonate, anyio.Event]:
     """Two workers of one group running ``flow``, whose step ``flaky`` always fails. The
@@ -315,7 +305,7 @@ async def test_an_execution_cancelled_while_its_worker_is_dead_never_runs_again(
                 with anyio.fail_after(20):
                     await entered.wait()
                 # :2 is the running upload: it shows (pending) after half a lease
-                await _until_exists(client, f"{root}:1.1", f"{root}:2")
+                await until_exists(client, f"{root}:1.1", f"{root}:2")
                 killable[0].dead = True  # the crash: no release, no more writes
                 record = await client.promises.cancel(root)
                 assert record.state == "rejected_canceled"

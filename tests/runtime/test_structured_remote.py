@@ -15,19 +15,9 @@ import pytest
 from resonate_async import CanceledError, Context, NotFoundError, Resonate
 from resonate_async.protocol import PromiseGet, PromiseSearch, PromiseSettle, Request, Response
 from resonate_async.transport import WrappedTransport
+from tests.runtime._waits import until_exists
 
 Connect = Callable[..., Resonate]
-
-
-async def _until_exists(resonate: Resonate, *ids: str) -> None:
-    with anyio.fail_after(20):
-        for promise_id in ids:
-            while True:
-                try:
-                    await resonate.promises.get(promise_id)
-                    break
-                except NotFoundError:
-                    await anyio.sleep(0.01)
 
 
 async def test_a_cancelled_rpc_child_that_is_running_stops_within_a_heartbeat(
@@ -67,7 +57,7 @@ async def test_a_cancelled_rpc_child_that_is_running_stops_within_a_heartbeat(
             await started.wait()
         # A step runs without a promise until it has run for half a lease (one write when
         # it ends); from then on it is pending, where the cancel reaches it.
-        await _until_exists(resonate, f"{root}:1.1")
+        await until_exists(resonate, f"{root}:1.1")
 
     resonate.register(wait_started)
     root = uid("cancel-rpc-running")
@@ -104,7 +94,7 @@ async def test_cancelling_an_rpc_child_cancels_its_own_pending_children(
     root = uid("cancel-rpc-tree")
     async with resonate:
         handle = await resonate.run(root, parent, "ready")
-        await _until_exists(resonate, f"{root}:1.1", f"{root}:1.2", f"{root}:ready")
+        await until_exists(resonate, f"{root}:1.1", f"{root}:1.2", f"{root}:ready")
         await resonate.promises.resolve(f"{root}:ready")
         with anyio.fail_after(20):
             assert await handle == "canceled"
@@ -222,7 +212,7 @@ async def test_a_cancel_reaches_what_a_running_child_creates_while_it_is_cancell
     paused[0].late_id = f"{root}:1.3"
     async with worker, client:
         handle = await worker.run(root, parent)
-        await _until_exists(client, f"{root}:1.2")
+        await until_exists(client, f"{root}:1.2")
         await client.promises.cancel(root)
         with anyio.fail_after(20), pytest.raises(CanceledError):
             await handle
@@ -258,7 +248,7 @@ async def test_a_cancelled_child_ends_canceled_not_failed_by_its_own_cancelled_w
     root = uid("cancel-order")
     async with worker, client:
         handle = await worker.run(root, parent)
-        await _until_exists(client, f"{root}:1.1")
+        await until_exists(client, f"{root}:1.1")
         await client.promises.cancel(root)
         with anyio.fail_after(20), pytest.raises(CanceledError):
             await handle
